@@ -1,0 +1,195 @@
+"""Cross-moments of labels and Gaussian score functions, by implicit contraction.
+
+For standardised inputs x ~ N(0, I) and labels y, the order-m cross-moment is
+
+    M_m = (1/n) sum_i y_i S_m(x_i),
+
+with S_m the Hermite tensors (S1 = x, S2 = xx^T - I, S3, S4; see
+``docs/method.md``). By Stein's identity its expectation for a planted network
+is sum_j lambda_j a_j^(x)m. None of the functions here forms M_3 or M_4: each
+returns a contraction of it, at a cost of one or two matrix products with X.
+Labels are used as given; centring y (which lowers the variance and leaves the
+population moments of order >= 1 unchanged) is the caller's choice.
+
+Results have the dtype of X (float32 or float64); sums are accumulated in
+float64 across blocks of rows. For streaming, call the accumulate kernels in
+:mod:`fastten._kernels` on successive row blocks and divide by the total count.
+"""
+
+import functools
+from itertools import combinations_with_replacement, permutations
+
+import numpy as np
+
+from . import _kernels as K
+from ._validation import check_labels, check_samples, check_vectors
+
+__all__ = [
+    "first_moment",
+    "second_moment_dot",
+    "third_moment_iuu",
+    "third_moment_uuu",
+    "third_moment_slice_dot",
+    "third_moment_projected",
+    "fourth_moment_iuuu",
+    "fourth_moment_projected",
+    "unpack_symmetric",
+]
+
+
+def _data(X, y):
+    X = check_samples(X)
+    return X, check_labels(y, X.shape[0], X.dtype)
+
+
+def _finish(out, n, dtype, single=False):
+    out /= n
+    out = out.astype(dtype, copy=False)
+    return out[..., 0] if single else out
+
+
+def first_moment(X, y):
+    """(1/n) sum_i y_i x_i, shape (d,)."""
+    X, y = _data(X, y)
+    out = np.zeros(X.shape[1])
+    K.first_acc(X, y, out)
+    return _finish(out, X.shape[0], X.dtype)
+
+
+def second_moment_dot(X, y, Omega):
+    """M_2 Omega = (1/n) sum_i y_i (x_i x_i^T - I) Omega, shape (d, m).
+
+    Omega may be one vector of length d (the result is then a vector).
+    """
+    X, y = _data(X, y)
+    Omega, single = check_vectors(Omega, X.shape[1], X.dtype, "Omega")
+    out = np.zeros(Omega.shape)
+    K.s2_dot_acc(X, y, Omega, out)
+    return _finish(out, X.shape[0], X.dtype, single)
+
+
+def third_moment_iuu(X, y, U):
+    """Columns M_3(I, u_j, u_j) for the columns u_j of U (d, m): shape (d, m).
+
+    This is the step of the tensor power method, for a batch of m vectors at
+    the cost of two products with X. U may be one vector of length d.
+    """
+    X, y = _data(X, y)
+    U, single = check_vectors(U, X.shape[1], X.dtype, "U")
+    out = np.zeros(U.shape)
+    K.t3_iuu_acc(X, y, U, out)
+    return _finish(out, X.shape[0], X.dtype, single)
+
+
+def third_moment_uuu(X, y, U):
+    """Values M_3(u_j, u_j, u_j) for the columns of U (d, m): shape (m,)."""
+    X, y = _data(X, y)
+    U, single = check_vectors(U, X.shape[1], X.dtype, "U")
+    out = np.zeros(U.shape[1])
+    K.t3_uuu_acc(X, y, U, out)
+    out = _finish(out, X.shape[0], X.dtype)
+    return out[0] if single else out
+
+
+def third_moment_slice_dot(X, y, theta, Omega):
+    """M_3(I, I, theta) Omega: the slice of M_3 along theta (d x d, never
+    formed) times Omega (d, m). Shape (d, m), or (d,) for one vector Omega."""
+    X, y = _data(X, y)
+    theta, _ = check_vectors(theta, X.shape[1], X.dtype, "theta")
+    if theta.shape[1] != 1:
+        raise ValueError(f"theta: expected one vector of length {X.shape[1]}, got shape {theta.shape}")
+    Omega, single = check_vectors(Omega, X.shape[1], X.dtype, "Omega")
+    out = np.zeros(Omega.shape)
+    K.t3_slice_dot_acc(X, y, np.ascontiguousarray(theta[:, 0]), Omega, out)
+    return _finish(out, X.shape[0], X.dtype, single)
+
+
+def fourth_moment_iuuu(X, y, U):
+    """Columns M_4(I, u_j, u_j, u_j) for the columns u_j of U (d, m): shape (d, m)."""
+    X, y = _data(X, y)
+    U, single = check_vectors(U, X.shape[1], X.dtype, "U")
+    out = np.zeros(U.shape)
+    K.t4_iuuu_acc(X, y, U, out)
+    return _finish(out, X.shape[0], X.dtype, single)
+
+
+@functools.lru_cache(maxsize=16)
+def _plan(k, order):
+    return K.packed_plan(k, order)
+
+
+def _power_sum(Z, y, order):
+    """sum_i y_i z_i^(x)order, packed (sorted indices, lexicographic)."""
+    k = Z.shape[1]
+    tuples, offsets, tile_start = _plan(k, order)
+    out = np.zeros(_packed_size(k, order))
+    K.sym_packed_acc(Z, y, tuples, offsets, tile_start, out)
+    return out
+
+
+def _packed_size(k, order):
+    size = 1
+    for r in range(order):
+        size = size * (k + r) // (r + 1)
+    return size
+
+
+@functools.lru_cache(maxsize=16)
+def _unpack_index(k, order):
+    return np.array(list(combinations_with_replacement(range(k), order)), dtype=np.intp)
+
+
+def unpack_symmetric(packed, k, order):
+    """The dense symmetric (k,)*order array from its packed form (entries with
+    sorted indices in lexicographic order, as the projected moments use)."""
+    idx = _unpack_index(k, order)
+    if packed.shape != (idx.shape[0],):
+        raise ValueError(
+            f"packed: expected {idx.shape[0]} entries for k={k}, order={order}, got shape {packed.shape}"
+        )
+    full = np.empty((k,) * order, dtype=packed.dtype)
+    for perm in set(permutations(range(order))):
+        full[tuple(idx[:, p] for p in perm)] = packed
+    return full
+
+
+def _projected_data(X, y, W):
+    X, y = _data(X, y)
+    W, _ = check_vectors(W, X.shape[1], X.dtype, "W")
+    return X, y, W, X @ W, W.T.astype(np.float64) @ W
+
+
+def third_moment_projected(X, y, W):
+    """R = M_3(W, W, W), shape (k, k, k), for W of shape (d, k).
+
+    R = (1/n) sum_i y_i [z_i^(x)3 - sym(z_i (x) G)] with z_i = W^T x_i and
+    G = W^T W: one product X W, then a packed symmetric power sum over Z
+    (k(k+1)(k+2)/6 entries) and a rank-one Hermite correction. R is exactly
+    symmetric: each unordered index triple is computed once.
+    """
+    X, y, W, Z, G = _projected_data(X, y, W)
+    n, k = Z.shape
+    R = _power_sum(Z, y, 3)
+    m1 = np.zeros(k)
+    K.first_acc(Z, y, m1)
+    a, b, c = _unpack_index(k, 3).T
+    R -= m1[a] * G[b, c] + m1[b] * G[a, c] + m1[c] * G[a, b]
+    return _finish(unpack_symmetric(R, k, 3), n, X.dtype)
+
+
+def fourth_moment_projected(X, y, W):
+    """R4 = M_4(W, W, W, W), shape (k, k, k, k), for W of shape (d, k).
+
+    R4 = (1/n) sum_i y_i [z^(x)4 - sym6(z z^T (x) G) + sym3(G (x) G)], exactly
+    symmetric like :func:`third_moment_projected`.
+    """
+    X, y, W, Z, G = _projected_data(X, y, W)
+    n, k = Z.shape
+    R = _power_sum(Z, y, 4)
+    M2 = ((Z.T * y) @ Z).astype(np.float64)
+    ysum = float(np.sum(y, dtype=np.float64))
+    a, b, c, e = _unpack_index(k, 4).T
+    R -= (M2[a, b] * G[c, e] + M2[a, c] * G[b, e] + M2[a, e] * G[b, c]
+          + M2[b, c] * G[a, e] + M2[b, e] * G[a, c] + M2[c, e] * G[a, b])
+    R += ysum * (G[a, b] * G[c, e] + G[a, c] * G[b, e] + G[a, e] * G[b, c])
+    return _finish(unpack_symmetric(R, k, 4), n, X.dtype)

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from fastten.datasets import make_planted_network
+
+
+def test_planted_network_shapes_and_ranges():
+    net = make_planted_network(500, 7, 3, weight_norm=2.0, noise=0.1, n_test=200, random_state=0)
+    assert net.X.shape == (500, 7) and net.y.shape == (500,)
+    assert net.X_test.shape == (200, 7) and net.f_test.shape == (200,)
+    np.testing.assert_allclose(np.linalg.norm(net.A1, axis=0), 2.0)
+    assert np.all(np.abs(net.b1) <= 1) and np.all((np.abs(net.a2) >= 0.5) & (np.abs(net.a2) <= 1.5))
+    np.testing.assert_array_equal(net.output(net.X_test), net.f_test)
+    # Label noise of sd 0.1: the residual sd over 500 samples is 0.1 within
+    # +-20% (its relative standard error is 1/sqrt(2*500) = 3%).
+    assert 0.08 < np.std(net.y - net.output(net.X)) < 0.12
+
+
+def test_same_seed_same_problem_and_generator_advances():
+    a = make_planted_network(50, 4, 2, random_state=3)
+    b = make_planted_network(50, 4, 2, random_state=3)
+    np.testing.assert_array_equal(a.X, b.X)
+    np.testing.assert_array_equal(a.A1, b.A1)
+    g = np.random.default_rng(3)
+    c = make_planted_network(50, 4, 2, random_state=g)
+    d = make_planted_network(50, 4, 2, random_state=g)
+    np.testing.assert_array_equal(c.A1, a.A1)
+    assert not np.array_equal(c.A1, d.A1)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(n_samples=0), ValueError, "n_samples: expected an integer >= 1, got 0"),
+    (dict(n_hidden=2.0), TypeError, "n_hidden: expected an integer, got 2.0"),
+    (dict(activation="relu6"), ValueError, "activation: expected one of"),
+    (dict(weight_norm=0), ValueError, "weight_norm: expected a positive number, got 0"),
+    (dict(noise=-1), ValueError, "noise: expected a number >= 0, got -1"),
+])
+def test_bad_arguments(kwargs, error, match):
+    args = dict(n_samples=10, n_features=3, n_hidden=2) | kwargs
+    with pytest.raises(error, match=match):
+        make_planted_network(**args)
