@@ -9,7 +9,7 @@ settings.register_profile(
 )
 # CI: derandomised, so a red run is reproducible from its log.
 settings.register_profile(
-    "ci", deadline=None, max_examples=40, derandomize=True, print_blob=True,
+    "ci", deadline=None, max_examples=100, derandomize=True, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))

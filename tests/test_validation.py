@@ -81,3 +81,11 @@ def test_random_state_accepts():
     assert check_random_state(g) is g
     assert check_random_state(5).random() == np.random.default_rng(5).random()
     assert isinstance(check_random_state(None), np.random.Generator)
+
+
+def test_huge_finite_values_are_accepted():
+    # Row sums overflow to inf; the exact scan must still accept the data.
+    Xh = np.full((5, 3), 1e308)
+    assert np.isfinite(M.first_moment(Xh, np.zeros(5))).all()
+    with pytest.raises(ValueError, match="X: expected finite values, got 1 NaN or infinite entry"):
+        M.first_moment(with_nan(Xh, 4), np.zeros(5))

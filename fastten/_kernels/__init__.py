@@ -14,9 +14,10 @@ from .contractions import (
     t3_uuu_acc,
     t4_iuuu_acc,
 )
+from .checks import nonfinite
 from .projected import packed_plan, sym_packed_acc
 
 __all__ = [
-    "BLOCK", "first_acc", "s2_dot_acc", "t3_iuu_acc", "t3_uuu_acc",
+    "BLOCK", "nonfinite", "first_acc", "s2_dot_acc", "t3_iuu_acc", "t3_uuu_acc",
     "t3_slice_dot_acc", "t4_iuuu_acc", "packed_plan", "sym_packed_acc",
 ]

@@ -27,7 +27,7 @@ TILE = 4
 @kernel
 def sym_packed_acc(Z, y, tuples, offsets, tile_start, out):
     """out (packed,) += sum_i y_i z_i^(x)m, for the plan (tuples, offsets,
-    tile_start) of :func:`packed_plan` with m - 1 = tuples.shape[1]."""
+    tile_start) of :func:`packed_plan` with m - 1 = tuples.shape[1] >= 2."""
     n, k = Z.shape
     r = tuples.shape[1]
     n_tiles = tile_start.shape[0] - 1
@@ -57,9 +57,14 @@ def sym_packed_acc(Z, y, tuples, offsets, tile_start, out):
             n_cols = k - e0
             Wt = w_buf[: n_rows * nb].reshape((n_rows, nb))
             for p in range(n_rows):
-                Wt[p, :] = yZT[tuples[p0 + p, 0]]
-                for s in range(1, r):
-                    Wt[p, :] *= ZT[tuples[p0 + p, s]]
+                a0 = tuples[p0 + p, 0]
+                a1 = tuples[p0 + p, 1]
+                for i in range(nb):
+                    Wt[p, i] = yZT[a0, i] * ZT[a1, i]
+                for s in range(2, r):
+                    a = tuples[p0 + p, s]
+                    for i in range(nb):
+                        Wt[p, i] *= ZT[a, i]
             C = c_buf[: n_rows * n_cols].reshape((n_rows, n_cols))
             np.dot(Wt, ZT[e0:].T, C)
             for p in range(n_rows):
