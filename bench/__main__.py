@@ -7,10 +7,11 @@ and ``run(args)`` (as bench/kernels.py does), and add one line to COMMANDS.
 import argparse
 import sys
 
-from . import kernels
+from . import decompose, kernels
 
 COMMANDS = (
     kernels.add_parser,
+    decompose.add_parser,
 )
 
 

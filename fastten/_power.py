@@ -60,3 +60,25 @@ def power_method(op, rank, *, n_restarts, n_iter, tol, rng):
         history.append(steps)
         current = current.deflated([lam], theta)
     return PowerResult(weights, vectors, history, converged, total)
+
+
+def polish_in_place(op, weights, vectors, n_sweeps):
+    """Power sweeps in the operator's full dimension, all components at once.
+
+    Each component j takes the step theta_j <- T_j(I, theta_j, theta_j) /|.|
+    on T_j = T - sum_{l != j} w_l v_l^(x)3 (the others deflated implicitly),
+    one batched contraction per sweep. Started from a projected solution it
+    removes the error of the projection; for orthogonal components only.
+    Returns (weights, vectors, step sizes per sweep).
+    """
+    V, w = vectors.copy(), weights.copy()
+    steps = []
+    for _ in range(n_sweeps):
+        Y = op.iuu(V)
+        C = V.T @ V
+        Y -= V @ (w[:, None] * C * C) - V * w   # the l != j deflation terms
+        w = np.einsum("aj,aj->j", V, Y)          # deflated T(v_j, v_j, v_j)
+        new, _ = _normalise(Y * np.sign(w))
+        steps.append(float(np.max(np.linalg.norm(new - V, axis=0))))
+        V, w = new, np.abs(w)
+    return w, V, steps

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _nonorth
-from ._power import power_method
+from ._power import polish_in_place, power_method
 from ._random import check_random_state
 from ._validation import check_int
 from .operators import DenseTensor, TensorOperator, as_operator
@@ -113,24 +113,34 @@ def whitening(M, rank):
     return vecs / root, vecs * root
 
 
-def _subspace(op, rank, oversample, rng):
+def _subspace(op, rank, oversample, n_rounds, rng):
     """W (d, rank) with orthonormal columns spanning the components, R = T(W, W, W),
     and the singular values that measure the rank gap.
 
-    A randomised range finder gives m = min(d, rank + oversample) directions
-    (the columns T(I, u, u) for random u lie in the span of the components);
-    T is projected onto them once, and the leading rank-dimensional subspace
-    of that m x m x m tensor (the left singular vectors of its flattening,
-    which use all of the tensor's energy, not only the probes') is kept.
+    A randomised range finder: the columns T(I, u, u) lie in the span of the
+    components, so m = min(d, rank + oversample) of them for random unit u
+    span it (approximately, under noise). T is projected onto them once, and
+    the leading rank-dimensional subspace of that m x m x m tensor (left
+    singular vectors of its flattening, which use all of the tensor's energy,
+    not only the probes') is kept. Later rounds probe with random unit
+    vectors inside that subspace (plus `oversample` fresh ones): there
+    (v_j . u)^2 ~ 1/rank instead of 1/d, so the signal in the probes grows
+    by d/rank. Each round costs two batched contractions.
     """
-    m = min(op.dim, rank + oversample)
-    Omega = rng.standard_normal((op.dim, m))
-    Omega /= np.linalg.norm(Omega, axis=0)
-    U = np.linalg.svd(op.iuu(Omega), full_matrices=False)[0]
-    Rm = op.project(U)
-    Q, s, _ = np.linalg.svd(Rm.reshape(m, m * m), full_matrices=False)
-    Q = Q[:, :rank]
-    return U @ Q, np.einsum("abc,ax,by,cz->xyz", Rm, Q, Q, Q), s
+    d = op.dim
+    m = min(d, rank + oversample)
+    W = None
+    for _ in range(n_rounds):
+        Omega = rng.standard_normal((d, m))
+        if W is not None:
+            Omega[:, :rank] = W @ rng.standard_normal((rank, rank))
+        Omega /= np.linalg.norm(Omega, axis=0)
+        U = np.linalg.svd(op.iuu(Omega), full_matrices=False)[0]
+        Rm = op.project(U)
+        Q, s, _ = np.linalg.svd(Rm.reshape(m, m * m), full_matrices=False)
+        Q = Q[:, :rank]
+        W = U @ Q
+    return W, np.einsum("abc,ax,by,cz->xyz", Rm, Q, Q, Q), s
 
 
 def _probe_residual(op, weights, factors, rng, n_probes=8):
@@ -157,7 +167,7 @@ def _check_second_moment(M, dim):
 
 
 def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_iter=30,
-              tol=1e-10, oversample=10, random_state=None):
+              tol=1e-10, oversample=10, n_subspace_rounds=2, n_polish=2, random_state=None):
     """Rank-`rank` symmetric CP decomposition of a third-order tensor.
 
     Parameters
@@ -178,6 +188,11 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
         Stopping tolerance (power step size, or relative loss decrease).
     oversample : int
         Extra probes of the range finder.
+    n_subspace_rounds : int
+        Rounds of the range finder (two contractions each; see _subspace).
+    n_polish : int
+        Orthogonal path without whitening: batched power sweeps in the full
+        dimension after the projected solve (one contraction each).
     random_state : None, int or numpy.random.Generator
         Drives every random choice.
     """
@@ -189,6 +204,8 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
     n_restarts = check_int(n_restarts, "n_restarts", 1)
     n_iter = check_int(n_iter, "n_iter", 1)
     oversample = check_int(oversample, "oversample", 0)
+    n_subspace_rounds = check_int(n_subspace_rounds, "n_subspace_rounds", 1)
+    n_polish = check_int(n_polish, "n_polish", 0)
     if not (isinstance(tol, (int, float)) and tol >= 0):
         raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
     M = None if second_moment is None else _check_second_moment(second_moment, d)
@@ -219,7 +236,7 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
             W, B = whitening(M, rank)
             R = op.project(W)
         else:
-            W, R, s = _subspace(op, rank, oversample, rng)
+            W, R, s = _subspace(op, rank, oversample, n_subspace_rounds, rng)
             B = W
             below = s[rank] / s[0] if s.shape[0] > rank else 0.0
             if s[rank - 1] <= 1e-12 * s[0] or s[rank - 1] < 1.5 * below * s[0]:
@@ -245,6 +262,11 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
         norms = np.linalg.norm(back, axis=0)
         factors = back / norms
         weights = small_w * norms ** 3
+        if method == "orthogonal" and M is None and n_polish:
+            # Orthogonal components in T's own coordinates: sweeps in the full
+            # dimension remove what the projection lost.
+            weights, factors, steps = polish_in_place(op, weights, factors, n_polish)
+            history.append(steps)
     order = np.argsort(-np.abs(weights))
     weights, factors = weights[order], factors[:, order]
     flip = weights < 0
