@@ -14,6 +14,10 @@ a sketch) and runs one of three engines:
 * ``"power"``: the power method run on the operator itself, in its full
   dimension, with deflation applied to the operator (for a sketch, on the
   sketch). Components must be orthogonal.
+* ``"sketch"``: the same power method on a TensorSketch (Wang, Tung, Smola,
+  Anandkumar 2015): T itself if it is one, else a sketch built from the
+  dense array or, in one pass, from the data of a DataMoment. Each
+  iteration then costs O(B (d + b log b)), independent of n.
 
 ``method="auto"`` picks "orthogonal" when ``second_moment`` is given and
 definite, else "nonorthogonal".
@@ -39,13 +43,14 @@ from . import _nonorth
 from ._power import polish_in_place, power_method
 from ._random import check_random_state
 from ._validation import check_int
-from .operators import DenseTensor, TensorOperator, as_operator
+from .operators import DataMoment, DenseTensor, as_operator
+from .sketch import TensorSketch
 
 __all__ = ["decompose", "Decomposition", "ConvergenceWarning", "WhiteningError", "RankWarning"]
 
 logger = logging.getLogger("fastten")
 
-METHODS = ("auto", "orthogonal", "nonorthogonal", "power")
+METHODS = ("auto", "orthogonal", "nonorthogonal", "power", "sketch")
 
 
 class ConvergenceWarning(UserWarning):
@@ -152,6 +157,17 @@ def _probe_residual(op, weights, factors, rng, n_probes=8):
     return float(np.linalg.norm(exact - model) / max(np.linalg.norm(exact), np.finfo(float).tiny))
 
 
+def _sketch_of(op, b, B, rng):
+    if isinstance(op, TensorSketch):
+        return op
+    if isinstance(op, DataMoment):
+        return TensorSketch.from_data(op.X, op.y, b, B, rng)
+    if isinstance(op, DenseTensor):
+        return TensorSketch.from_dense(op.T, b, B, rng)
+    raise TypeError(f"T: method='sketch' needs a dense array, a DataMoment or a TensorSketch, "
+                    f"got {type(op).__name__}")
+
+
 def _check_second_moment(M, dim):
     M = np.asarray(M)
     if M.dtype.kind not in "iuf" or M.dtype.kind == "b":
@@ -167,7 +183,8 @@ def _check_second_moment(M, dim):
 
 
 def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_iter=30,
-              tol=1e-10, oversample=10, n_subspace_rounds=2, n_polish=2, random_state=None):
+              tol=1e-10, oversample=10, n_subspace_rounds=2, n_polish=2, sketch_size=None,
+              n_sketches=None, random_state=None):
     """Rank-`rank` symmetric CP decomposition of a third-order tensor.
 
     Parameters
@@ -193,6 +210,9 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
     n_polish : int
         Orthogonal path without whitening: batched power sweeps in the full
         dimension after the projected solve (one contraction each).
+    sketch_size, n_sketches : int, optional
+        method="sketch": the sketch length b and the number B of independent
+        sketches (defaults: Wang et al.'s 2**11 and 20; see docs/performance.md).
     random_state : None, int or numpy.random.Generator
         Drives every random choice.
     """
@@ -227,8 +247,10 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
             except WhiteningError as exc:
                 logger.info("decompose: %s; using the non-orthogonal engine", exc)
 
-    if method == "power":
-        result = power_method(op, rank, n_restarts=n_restarts, n_iter=n_iter, tol=tol, rng=rng)
+    if method in ("power", "sketch"):
+        engine_op = _sketch_of(op, sketch_size, n_sketches, rng) if method == "sketch" else op
+        times["sketch"] = time.perf_counter() - start
+        result = power_method(engine_op, rank, n_restarts=n_restarts, n_iter=n_iter, tol=tol, rng=rng)
         weights, factors, history, converged = result.weights, result.vectors, result.history, result.converged
         total_iter = result.n_iter
     else:

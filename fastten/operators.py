@@ -4,7 +4,8 @@ The decomposition engines never look inside a tensor: they ask an operator
 for the contractions below, so one power method runs on a dense array handed
 in by a user, on the implicit cross-moment of a data set (never formed), or
 on a sketch. Every method takes a batch of vectors as the columns of a
-(d, m) array, so one call costs one pass over the data for the whole batch.
+(d, m) float64 array (always 2-D: operators are an internal protocol), so
+one call costs one pass over the data for the whole batch.
 
     iuu(U)              (d, m)   column j = T(I, u_j, u_j)
     uuu(U)              (m,)     T(u_j, u_j, u_j)
@@ -137,7 +138,12 @@ class Deflated(TensorOperator):
         self.base = base
         self.dim = base.dim
         self.weights = np.asarray(weights, dtype=np.float64).reshape(-1)
-        self.vectors = np.asarray(vectors, dtype=np.float64).reshape(self.dim, -1)
+        self.vectors = np.asarray(vectors, dtype=np.float64)
+        if self.vectors.shape != (self.dim, self.weights.shape[0]):
+            raise ValueError(
+                f"vectors: expected shape ({self.dim}, {self.weights.shape[0]}), one column per weight, "
+                f"got shape {self.vectors.shape}"
+            )
 
     def iuu(self, U):
         C = self.vectors.T @ U  # (r, m)
@@ -156,9 +162,9 @@ class Deflated(TensorOperator):
         return self.base.project(W) - np.einsum("j,aj,bj,cj->abc", self.weights, P, P, P)
 
     def deflated(self, weights, vectors):
-        weights = np.concatenate([self.weights, np.asarray(weights, dtype=np.float64).reshape(-1)])
-        vectors = np.hstack([self.vectors, np.asarray(vectors, dtype=np.float64).reshape(self.dim, -1)])
-        return Deflated(self.base, weights, vectors)
+        more = Deflated(self.base, weights, vectors)
+        return Deflated(self.base, np.concatenate([self.weights, more.weights]),
+                        np.hstack([self.vectors, more.vectors]))
 
 
 def as_operator(T):

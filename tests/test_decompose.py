@@ -230,3 +230,31 @@ def test_operators_agree_with_dense_contractions():
         np.testing.assert_allclose(op.uuu(U), np.einsum("abc,aj,bj,cj->j", dense, U, U, U), atol=1e-12)
         np.testing.assert_allclose(op.slice_dot(t, U), np.einsum("abc,c->ab", dense, t) @ U, atol=1e-12)
         np.testing.assert_allclose(op.project(W), np.einsum("abc,ax,by,cz->xyz", dense, W, W, W), atol=1e-12)
+
+
+def test_sketched_power_method_recovers_orthogonal_components():
+    w, V = planted(2, 20, 3, orthogonal=True)
+    T = cube(np.abs(w), V)
+    errors = []
+    for b in (2**8, 2**12):
+        dec = decompose(T, 3, method="sketch", sketch_size=b, n_sketches=10, random_state=0)
+        assert dec.method == "sketch"
+        errors.append(component_errors(np.abs(w), V, dec)[0].max())
+    # The sketch's error on a contraction is ~ |T|_F / sqrt(b) (|T|_F ~ 3.5
+    # here) against weights >= 1: at b = 2^12 the factors come back within
+    # ~0.05, and 16x the length must improve them.
+    assert errors[1] <= 0.05 and errors[1] < errors[0], errors
+
+
+def test_sketch_of_data_moment_is_used_for_data():
+    net = ref.planted_network(6, 2, np.random.default_rng(0))
+    X = np.random.default_rng(1).standard_normal((5000, 6))
+    y = ref.network_output(X, net)
+    with pytest.warns(ConvergenceWarning):  # 5 iterations cannot reach tol=1e-10
+        dec = decompose(DataMoment(X, y - y.mean()), 2, method="sketch", sketch_size=64, n_sketches=3,
+                        n_iter=5, random_state=0)
+    assert dec.factors.shape == (6, 2) and np.isfinite(dec.factors).all()
+    e1 = np.eye(3)[:, :1]
+    deflated = DenseTensor(cube(np.ones(1), e1)).deflated(np.ones(1), e1)
+    with pytest.raises(TypeError, match="T: method='sketch' needs a dense array, a DataMoment or a TensorSketch"):
+        decompose(deflated, 1, method="sketch")
