@@ -83,7 +83,7 @@ def _accuracy(clean, w, V, weights, factors):
 
 
 def dense_scenario(repeat):
-    from fastten.decompose import decompose
+    from fastten.decomposition import decompose
 
     d, k, noise, restarts, iters = 100, 10, 0.01, 10, 10
     T_noisy, clean, w, V = orthogonal_problem(d, k, noise, seed=0)
@@ -131,7 +131,7 @@ def dense_scenario(repeat):
 
 def implicit_scenario(repeat):
     from fastten.datasets import make_planted_network
-    from fastten.decompose import decompose
+    from fastten.decomposition import decompose
     from fastten.operators import DataMoment
 
     n, d, k = 100_000, 2000, 20
@@ -171,7 +171,7 @@ def sketch_scenario(dims):
     """Wang et al.'s synthetic setting: d=200, rank 10, orthogonal, unit
     weights, noise-to-signal 0.01 in Frobenius norm; residual against b, and
     time against the exact engines at each d in `dims`."""
-    from fastten.decompose import decompose
+    from fastten.decomposition import decompose
 
     k, B, restarts, iters = 10, 20, 10, 30
     records = []

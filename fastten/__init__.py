@@ -1,12 +1,17 @@
 """fastten: guaranteed training of two-layer neural networks by tensor methods.
 
 Layers, imports pointing one way: ``fastten._kernels`` (Numba and BLAS sums
-over samples) -> algorithms (``moments``, ``activations``) -> public surface
-(``datasets``). Importing fastten compiles nothing: kernels compile on first
-use and are cached on disk.
+over samples) -> algorithms (``moments``, ``operators``, ``sketch``, the
+decomposition engines) -> public surface (``decompose``, ``datasets``).
+Importing fastten compiles nothing: kernels compile on first use and are
+cached on disk.
 """
 
-from . import activations, datasets, moments
+from . import activations, datasets, moments, operators, sketch
+from .decomposition import ConvergenceWarning, Decomposition, RankWarning, WhiteningError, decompose
 
 __version__ = "0.1.0.dev0"
-__all__ = ["activations", "datasets", "moments", "__version__"]
+__all__ = [
+    "decompose", "Decomposition", "ConvergenceWarning", "RankWarning", "WhiteningError",
+    "activations", "datasets", "moments", "operators", "sketch", "__version__",
+]

@@ -4,13 +4,13 @@ R ~ sum_j lambda_j v_j^(x)3 with v_j linearly independent but not orthogonal
 and lambda_j of either sign: the common case for networks, where no definite
 whitening exists (DESIGN 3.3).
 
-1. Simultaneous diagonalisation (Jennrich; Kuleshov, Chaganty, Liang 2015):
-   every slice R(I, I, t) = V diag(lambda_j v_j . t) V^T shares the factor V,
-   so the eigenvectors of R(I,I,a) R(I,I,b)^{-1} are the v_j. The slice
-   directions a and b are random combinations of many random slices; several
-   trials are scored by the residual of the least-squares weights and the
-   best is kept.
-2. Polish: Levenberg-Marquardt on sum_j b_j^(x)3 = R with b_j =
+1. Jennrich's algorithm: every slice R(I, I, t) = V diag(lambda_j v_j . t) V^T
+   shares the factor V, so the eigenvectors of R(I,I,a) R(I,I,b)^{-1} are the
+   v_j. Under noise two close eigenvalues can turn into a complex pair; its
+   real and imaginary parts replace it (see _real_basis). Several random
+   pairs (a, b) are tried, each scored after a short polish.
+2. Polish: Levenberg-Marquardt on sum_j b_j^(x)3 = R (which uses every slice
+   at once, the aim of simultaneous diagonalisation) with b_j =
    cbrt(lambda_j) v_j (a signed weight has a real cube root, so the model has
    no sign constraint), using the closed-form normal equations
    (J^T J)_{jl} = 3 g^2 I + 6 g b_l b_j^T, g = b_j . b_l.
@@ -31,31 +31,49 @@ def _residual(R, lam, V):
     return np.linalg.norm(R - np.einsum("j,aj,bj,cj->abc", lam, V, V, V))
 
 
-def jennrich(R, rng, n_trials=8, n_slices=None):
-    """Initial unit factors V (k, k) and weights from random slice pairs."""
+def _real_basis(vals, vecs):
+    """Real unit vectors from an eigendecomposition: a real eigenvector as
+    is; a complex-conjugate pair (which noise creates from two close
+    eigenvalues) as the real and imaginary parts of one member, which span
+    the same real plane. Taking the real part of both would duplicate it."""
+    cols, j, k = [], 0, vals.shape[0]
+    while j < k:
+        v = vecs[:, j]
+        if abs(vals[j].imag) > 1e-12 * max(1.0, abs(vals[j])) and j + 1 < k:
+            cols += [v.real, v.imag]
+            j += 2
+        else:
+            cols.append(v.real)
+            j += 1
+    V = np.stack(cols[:k], axis=1)
+    norms = np.linalg.norm(V, axis=0)
+    return V / np.where(norms > 0, norms, 1.0)
+
+
+def jennrich(R, rng, n_trials=8, n_keep=2, short=5):
+    """Initial unit factors V (k, k) and weights.
+
+    Each trial takes two random slices R(I,I,a), R(I,I,b) and the eigenvectors
+    of R(I,I,a) R(I,I,b)^{-1}; every trial gets `short` polish iterations,
+    and the `n_keep` best by residual are returned for a full polish.
+    """
     k = R.shape[0]
-    n_slices = n_slices or 2 * k
-    best = None
+    found = []
     for _ in range(n_trials):
-        thetas = rng.standard_normal((k, n_slices))
-        a, b = thetas @ rng.standard_normal(n_slices), thetas @ rng.standard_normal(n_slices)
-        Ma, Mb = R @ a, R @ b
+        Ma, Mb = R @ rng.standard_normal(k), R @ rng.standard_normal(k)
         try:
             vals, vecs = np.linalg.eig(np.linalg.solve(Mb.T, Ma.T).T)
         except np.linalg.LinAlgError:
             continue
-        V = np.real(vecs)
-        norms = np.linalg.norm(V, axis=0)
-        if not np.all(np.isfinite(V)) or np.any(norms == 0):
+        if not (np.all(np.isfinite(vals)) and np.all(np.isfinite(vecs))):
             continue
-        V = V / norms
-        lam = _weights(R, V)
-        res = _residual(R, lam, V)
-        if best is None or res < best[0]:
-            best = (res, lam, V)
-    if best is None:
+        V = _real_basis(vals, vecs)
+        lam, V, history, _ = polish(R, _weights(R, V), V, max_iter=short)
+        found.append((history[-1], lam, V))
+    if not found:
         raise np.linalg.LinAlgError("every random slice pair was singular")
-    return best[1], best[2]
+    found.sort(key=lambda item: item[0])
+    return [(lam, V) for _, lam, V in found[:n_keep]]
 
 
 def polish(R, lam, V, *, max_iter=100, tol=1e-12):
@@ -88,7 +106,10 @@ def polish(R, lam, V, *, max_iter=100, tol=1e-12):
                 break
             mu *= 10
         if f_new >= f:
-            converged = True  # no descent possible: at a stationary point to rounding
+            # No descent even with heavy damping: a stationary point to
+            # rounding if the gradient vanishes there, else a stall.
+            scale = 3 * norm_R * np.linalg.norm(B) ** 2  # bounds |grad| at any B
+            converged = np.linalg.norm(g) <= 1e-8 * scale or np.sqrt(2 * f) <= 1e-12 * norm_R
             break
         improvement = (f - f_new) / max(f, np.finfo(float).tiny)
         B, f = B_new, f_new

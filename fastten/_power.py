@@ -21,9 +21,14 @@ class PowerResult:
     n_iter: int              # power iterations run, all components and restarts counted once per batch
 
 
-def _normalise(Y):
+def _normalise(Y, previous=None):
+    """Unit columns of Y; a zero column (T(I, theta, theta) = 0) keeps the
+    previous vector, so no iterate ever becomes zero or NaN."""
     norms = np.linalg.norm(Y, axis=0)
-    return Y / np.where(norms > 0, norms, 1.0), norms
+    out = Y / np.where(norms > 0, norms, 1.0)
+    if previous is not None and np.any(norms == 0):
+        out[:, norms == 0] = previous[:, norms == 0]
+    return out, norms
 
 
 def power_method(op, rank, *, n_restarts, n_iter, tol, rng):
@@ -37,13 +42,13 @@ def power_method(op, rank, *, n_restarts, n_iter, tol, rng):
     for j in range(rank):
         Theta, _ = _normalise(rng.standard_normal((dim, n_restarts)))
         for _ in range(n_iter):
-            Theta, _ = _normalise(current.iuu(Theta))
+            Theta, _ = _normalise(current.iuu(Theta), Theta)
         total += n_iter
         best = int(np.argmax(np.abs(current.uuu(Theta))))
         theta = Theta[:, best:best + 1]
         steps = []
         for _ in range(n_iter):
-            new, norm = _normalise(current.iuu(theta))
+            new, norm = _normalise(current.iuu(theta), theta)
             # Odd order: theta and -theta are the same component; measure the
             # step up to that sign.
             step = min(np.linalg.norm(new - theta), np.linalg.norm(new + theta))
@@ -78,7 +83,7 @@ def polish_in_place(op, weights, vectors, n_sweeps):
         C = V.T @ V
         Y -= V @ (w[:, None] * C * C) - V * w   # the l != j deflation terms
         w = np.einsum("aj,aj->j", V, Y)          # deflated T(v_j, v_j, v_j)
-        new, _ = _normalise(Y * np.sign(w))
+        new, _ = _normalise(Y * np.where(w < 0, -1.0, 1.0), V)
         steps.append(float(np.max(np.linalg.norm(new - V, axis=0))))
         V, w = new, np.abs(w)
     return w, V, steps

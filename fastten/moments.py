@@ -115,7 +115,10 @@ def fourth_moment_iuuu(X, y, U):
 
 @functools.lru_cache(maxsize=16)
 def _plan(k, order):
-    return K.packed_plan(k, order)
+    plan = K.packed_plan(k, order)
+    for table in plan:
+        table.flags.writeable = False  # shared between calls
+    return plan
 
 
 def _power_sum(Z, y, order):
@@ -136,7 +139,9 @@ def _packed_size(k, order):
 
 @functools.lru_cache(maxsize=16)
 def _unpack_index(k, order):
-    return np.array(list(combinations_with_replacement(range(k), order)), dtype=np.intp)
+    index = np.array(list(combinations_with_replacement(range(k), order)), dtype=np.intp)
+    index.flags.writeable = False  # shared between calls
+    return index
 
 
 def unpack_symmetric(packed, k, order):
@@ -186,8 +191,9 @@ def fourth_moment_projected(X, y, W):
     X, y, W, Z, G = _projected_data(X, y, W)
     n, k = Z.shape
     R = _power_sum(Z, y, 4)
-    M2 = ((Z.T * y) @ Z).astype(np.float64)
     ysum = float(np.sum(y, dtype=np.float64))
+    M2 = ysum * np.eye(k)  # s2_dot_acc adds sum_i y_i (z_i z_i^T - I), blockwise in float64
+    K.s2_dot_acc(Z, y, np.eye(k, dtype=Z.dtype), M2)
     a, b, c, e = _unpack_index(k, 4).T
     R -= (M2[a, b] * G[c, e] + M2[a, c] * G[b, e] + M2[a, e] * G[b, c]
           + M2[b, c] * G[a, e] + M2[b, e] * G[a, c] + M2[c, e] * G[a, b])

@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from . import _kernels as K
 from . import moments
 from ._validation import check_labels, check_samples
 
@@ -82,6 +83,14 @@ class DenseTensor(TensorOperator):
         self.T = T
         self.dim = T.shape[0]
 
+    @classmethod
+    def _trusted(cls, T):
+        """An operator on an internal tensor: symmetrised, not checked."""
+        op = cls.__new__(cls)
+        op.T = sum(T.transpose(p) for p in [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]) / 6
+        op.dim = T.shape[0]
+        return op
+
     def iuu(self, U):
         # T_(1) (d x d^2) times the columnwise Kronecker products u_j (x) u_j.
         d, m = U.shape
@@ -100,9 +109,10 @@ class DenseTensor(TensorOperator):
 class DataMoment(TensorOperator):
     """The implicit cross-moment M3 = (1/n) sum_i y_i S3(x_i) of standardised data.
 
-    Each contraction is one pass over X through the kernels of
-    :mod:`fastten.moments`; nothing of size d^2 or d^3 is formed. Labels are
-    used as given (centre them first to lower the variance).
+    X and y are checked once here; each contraction is then one pass over X
+    through the kernels (:mod:`fastten._kernels`), and nothing of size d^2
+    or d^3 is formed. ``passes`` counts the passes. Labels are used as given
+    (centre them first to lower the variance).
     """
 
     def __init__(self, X, y):
@@ -111,24 +121,28 @@ class DataMoment(TensorOperator):
         self.dim = self.X.shape[1]
         self.passes = 0
 
-    def _cast(self, A):
-        return np.ascontiguousarray(A, dtype=self.X.dtype)
+    def _pass(self, kernel, shape, *vectors):
+        self.passes += 1
+        out = np.zeros(shape)
+        kernel(self.X, self.y, *(np.ascontiguousarray(v, dtype=self.X.dtype) for v in vectors), out)
+        return out / self.X.shape[0]
 
     def iuu(self, U):
-        self.passes += 1
-        return moments.third_moment_iuu(self.X, self.y, self._cast(U)).astype(np.float64)
+        return self._pass(K.t3_iuu_acc, U.shape, U)
 
     def uuu(self, U):
-        self.passes += 1
-        return moments.third_moment_uuu(self.X, self.y, self._cast(U)).astype(np.float64)
+        return self._pass(K.t3_uuu_acc, U.shape[1], U)
 
     def slice_dot(self, theta, Omega):
-        self.passes += 1
-        return moments.third_moment_slice_dot(self.X, self.y, self._cast(theta), self._cast(Omega)).astype(np.float64)
+        return self._pass(K.t3_slice_dot_acc, Omega.shape, theta, Omega)
+
+    def second_moment_dot(self, Omega):
+        """E[y S2] Omega, one pass (not part of the third-order protocol)."""
+        return self._pass(K.s2_dot_acc, Omega.shape, Omega)
 
     def project(self, W):
         self.passes += 1
-        return moments.third_moment_projected(self.X, self.y, self._cast(W)).astype(np.float64)
+        return moments.third_moment_projected(self.X, self.y, W.astype(self.X.dtype)).astype(np.float64)
 
 
 class Deflated(TensorOperator):

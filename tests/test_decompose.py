@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, strategies as st
 from scipy.optimize import linear_sum_assignment
 
-from fastten.decompose import ConvergenceWarning, RankWarning, WhiteningError, decompose
+from fastten.decomposition import ConvergenceWarning, RankWarning, WhiteningError, decompose
 from fastten.operators import DataMoment, DenseTensor
 
 from . import reference as ref

@@ -2,15 +2,16 @@
 
 ``decompose(T, rank)`` takes a dense symmetric array or any
 :class:`fastten.operators.TensorOperator` (the implicit moment of a data set,
-a sketch) and runs one of three engines:
+a sketch) and runs one of four engines:
 
 * ``"orthogonal"``: the robust tensor power method (Anandkumar et al. 2014)
   on T(W, W, W), with W a whitening of a definite second-order matrix
   (``second_moment``); without one, the components are assumed orthogonal
   already. An indefinite whitening matrix is refused (DESIGN 3.3: it
   silently loses components).
-* ``"nonorthogonal"``: simultaneous diagonalisation of slices of the
-  projected k x k x k tensor, polished by Levenberg-Marquardt.
+* ``"nonorthogonal"``: Jennrich's algorithm on random slices of the projected
+  k x k x k tensor (several trials), polished by Levenberg-Marquardt on the
+  whole small tensor.
 * ``"power"``: the power method run on the operator itself, in its full
   dimension, with deflation applied to the operator (for a sketch, on the
   sketch). Components must be orthogonal.
@@ -22,17 +23,19 @@ a sketch) and runs one of three engines:
 ``method="auto"`` picks "orthogonal" when ``second_moment`` is given and
 definite, else "nonorthogonal".
 
-Except for "power", the engines work in a k-dimensional subspace found by a
-randomised range finder on the operator: the columns T(I, u, u) for random u
-lie in the span of the components. That costs one batched contraction, and
-T(U, U, U) one more, so an implicit data moment is read a fixed small number
-of times and nothing of size d^2 or d^3 is formed.
+"orthogonal" and "nonorthogonal" work in a k-dimensional subspace found by a
+randomised range finder on the operator (the columns T(I, u, u) for random u
+lie in the span of the components; see _subspace): two rounds of two
+batched contractions, so an implicit data moment is read a fixed small
+number of times (five in all, with the residual probes) and nothing of size
+d^2 or d^3 is formed.
 
 Odd order makes (w, v) and (-w, -v) the same component: results carry
 w >= 0 and put the sign in v.
 """
 
 import logging
+import numbers
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -49,6 +52,8 @@ from .sketch import TensorSketch
 __all__ = ["decompose", "Decomposition", "ConvergenceWarning", "WhiteningError", "RankWarning"]
 
 logger = logging.getLogger("fastten")
+
+_ZERO = "T: the tensor is zero on every probe (all contractions vanish); there is nothing to decompose"
 
 METHODS = ("auto", "orthogonal", "nonorthogonal", "power", "sketch")
 
@@ -192,7 +197,7 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
     T : array (d, d, d) or TensorOperator
         A dense symmetric array (checked) or an operator.
     rank : int, 1 <= rank <= d
-    method : "auto", "orthogonal", "nonorthogonal" or "power"
+    method : "auto", "orthogonal", "nonorthogonal", "power" or "sketch"
     second_moment : array (d, d), optional
         A symmetric matrix sum_j m_j v_j v_j^T sharing T's components, used to
         whiten on the orthogonal path; it must be definite on its top-`rank`
@@ -226,9 +231,11 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
     oversample = check_int(oversample, "oversample", 0)
     n_subspace_rounds = check_int(n_subspace_rounds, "n_subspace_rounds", 1)
     n_polish = check_int(n_polish, "n_polish", 0)
-    if not (isinstance(tol, (int, float)) and tol >= 0):
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
         raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
     M = None if second_moment is None else _check_second_moment(second_moment, d)
+    if method != "sketch" and (sketch_size is not None or n_sketches is not None):
+        raise ValueError(f"sketch_size, n_sketches: only used with method='sketch', got method={method!r}")
     rng = check_random_state(random_state)
     issued = []
     times = {}
@@ -257,8 +264,12 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
         if M is not None and method == "orthogonal":
             W, B = whitening(M, rank)
             R = op.project(W)
+            if not np.any(R):
+                raise ValueError(_ZERO)
         else:
             W, R, s = _subspace(op, rank, oversample, n_subspace_rounds, rng)
+            if s[0] == 0:
+                raise ValueError(_ZERO)
             B = W
             below = s[rank] / s[0] if s.shape[0] > rank else 0.0
             if s[rank - 1] <= 1e-12 * s[0] or s[rank - 1] < 1.5 * below * s[0]:
@@ -267,13 +278,14 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
                      f"(no clear gap after the {rank}-th)", RankWarning)
         times["project"] = time.perf_counter() - start
         if method == "orthogonal":
-            result = power_method(DenseTensor(R, rtol=1e-8), rank, n_restarts=n_restarts, n_iter=n_iter,
+            result = power_method(DenseTensor._trusted(R), rank, n_restarts=n_restarts, n_iter=n_iter,
                                   tol=tol, rng=rng)
             V, small_w, history, converged = result.vectors, result.weights, result.history, result.converged
             total_iter = result.n_iter
         else:
-            lam, V = _nonorth.jennrich(R, rng, n_trials=n_restarts)
-            small_w, V, history, ok = _nonorth.polish(R, lam, V, max_iter=10 * n_iter, tol=tol)
+            polished = [_nonorth.polish(R, lam, V, max_iter=10 * n_iter, tol=tol)
+                        for lam, V in _nonorth.jennrich(R, rng, n_trials=n_restarts)]
+            small_w, V, history, ok = min(polished, key=lambda item: item[2][-1])
             converged = np.full(rank, ok)
             total_iter = len(history) - 1
         # Back to the caller's coordinates. With T = sum lam_j a_j^(x)3 and
@@ -288,7 +300,17 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
             # Orthogonal components in T's own coordinates: sweeps in the full
             # dimension remove what the projection lost.
             weights, factors, steps = polish_in_place(op, weights, factors, n_polish)
-            history.append(steps)
+            logger.debug("decompose: full-dimension polish steps %s", steps)
+    if not np.all(np.isfinite(weights)) or not np.all(np.isfinite(factors)):
+        raise FloatingPointError(
+            "decompose: the engine produced non-finite factors; the tensor is likely too badly "
+            "conditioned for rank {rank} (try a smaller rank or method='nonorthogonal')".format(rank=rank))
+    negligible = np.abs(weights) <= 1e-12 * max(np.abs(weights).max(), np.finfo(float).tiny)
+    if np.abs(weights).max() == 0:
+        raise ValueError(_ZERO)
+    if np.any(negligible):
+        warn(f"rank {rank} is not supported by the tensor: {int(negligible.sum())} of the {rank} "
+             f"components have zero weight", RankWarning)
     order = np.argsort(-np.abs(weights))
     weights, factors = weights[order], factors[:, order]
     flip = weights < 0
