@@ -112,11 +112,12 @@ def test_nonorthogonal_error_proportional_to_noise(case):
         dec = decompose(cube(w, V) + symmetric_noise(seed, d, eps * np.abs(w).min()), k, random_state=seed)
         errors.append(component_errors(w, V, dec)[0].max())
     # First-order perturbation: the error is linear in the noise, with a
-    # constant set by the conditioning of V (coherence <= 0.5 here). 100x the
-    # noise gives 100x the error; [20, 500] allows for that constant's
-    # second-order change and for errors near rounding at eps = 1e-5.
-    assert errors[0] <= 1e-2
-    assert errors[1] <= 20 * 500 * max(errors[0], 1e-12) and errors[1] >= 20 * errors[0], errors
+    # constant set by the conditioning of V (coherence <= 0.5 here), so 100x
+    # the noise gives about 100x the error; the ratio is allowed [20, 500]
+    # for that constant's second-order change. At eps = 1e-5 * min|w| the
+    # error itself stays below 1e-3 (a constant below 100).
+    assert errors[0] <= 1e-3, errors
+    assert 20 * errors[0] <= errors[1] <= 500 * errors[0], errors
 
 
 @given(case=ortho_shapes, scale=st.floats(0.1, 10.0), negate=st.booleans())
@@ -258,3 +259,44 @@ def test_sketch_of_data_moment_is_used_for_data():
     deflated = DenseTensor(cube(np.ones(1), e1)).deflated(np.ones(1), e1)
     with pytest.raises(TypeError, match="T: method='sketch' needs a dense array, a DataMoment or a TensorSketch"):
         decompose(deflated, 1, method="sketch")
+
+
+@pytest.mark.parametrize("seed", [10, 11])
+def test_nonorthogonal_keeps_every_component_under_noise(seed):
+    # Noise at 20% of the smallest weight turns close eigenvalues of the
+    # Jennrich pencil into complex pairs; taking real parts duplicated
+    # components (worst |cos| 0.6 on seed 10 before the fix; 0.997 after).
+    w, V = planted(seed, 16, 8, orthogonal=False)
+    T = cube(w, V) + symmetric_noise(seed, 16, 0.2 * np.abs(w).min())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        dec = decompose(T, 8, random_state=seed)
+    cols, _ = match(V, dec.factors)
+    assert np.abs(np.einsum("aj,aj->j", V, dec.factors[:, cols])).min() >= 0.98
+
+
+@pytest.mark.parametrize("method", ["orthogonal", "nonorthogonal", "power", "sketch"])
+def test_zero_tensor_is_refused(method):
+    with pytest.raises(ValueError, match="T: the tensor is zero on every probe"):
+        decompose(np.zeros((4, 4, 4)), 2, method=method, random_state=0)
+
+
+def test_zero_labels_are_refused():
+    X = np.random.default_rng(0).standard_normal((100, 4))
+    with pytest.raises(ValueError, match="T: the tensor is zero on every probe"):
+        decompose(DataMoment(X, np.zeros(100)), 2, random_state=0)
+
+
+# The zero-weight component has no fixed point to converge to; that warning is expected.
+@pytest.mark.filterwarnings("ignore::fastten.decomposition.ConvergenceWarning")
+def test_deficient_rank_warns_on_power_path():
+    w, V = planted(0, 6, 2, orthogonal=True)
+    with pytest.warns(RankWarning, match="components have zero weight"):
+        dec = decompose(cube(np.abs(w), V), 3, method="power", random_state=0)
+    assert np.isfinite(dec.factors).all()
+    np.testing.assert_allclose(np.linalg.norm(dec.factors, axis=0), 1.0)
+
+
+def test_sketch_parameters_need_sketch_method():
+    with pytest.raises(ValueError, match="sketch_size, n_sketches: only used with method='sketch'"):
+        decompose(np.ones((2, 2, 2)), 1, sketch_size=64)
