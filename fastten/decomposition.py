@@ -124,16 +124,16 @@ def whitening(M, rank):
 
 
 def _subspace(op, rank, oversample, n_rounds, rng):
-    """W (d, rank) with orthonormal columns spanning the components, R = T(W, W, W),
-    and the singular values that measure the rank gap.
+    """(U, Rm, Q, s): an orthonormal (d, m) basis U holding the components,
+    m = min(d, rank + oversample), the projected tensor Rm = T(U, U, U), the
+    leading rank-dimensional subspace Q (m, rank) of Rm, and the singular
+    values s of Rm's flattening (their drop after the rank-th is the gap).
 
     A randomised range finder: the columns T(I, u, u) lie in the span of the
-    components, so m = min(d, rank + oversample) of them for random unit u
-    span it (approximately, under noise). T is projected onto them once, and
-    the leading rank-dimensional subspace of that m x m x m tensor (left
-    singular vectors of its flattening, which use all of the tensor's energy,
-    not only the probes') is kept. Later rounds probe with random unit
-    vectors inside that subspace (plus `oversample` fresh ones): there
+    components, so m of them for random unit u span it (approximately, under
+    noise). Q, the left singular vectors of Rm's flattening, uses all of the
+    projected tensor's energy, not only the probes'. Later rounds probe with
+    random unit vectors inside U Q (plus `oversample` fresh ones): there
     (v_j . u)^2 ~ 1/rank instead of 1/d, so the signal in the probes grows
     by d/rank. Each round costs two batched contractions.
     """
@@ -150,7 +150,7 @@ def _subspace(op, rank, oversample, n_rounds, rng):
         Q, s, _ = np.linalg.svd(Rm.reshape(m, m * m), full_matrices=False)
         Q = Q[:, :rank]
         W = U @ Q
-    return W, np.einsum("abc,ax,by,cz->xyz", Rm, Q, Q, Q), s
+    return U, Rm, Q, s
 
 
 def _probe_residual(op, weights, factors, rng, n_probes=8):
@@ -267,10 +267,11 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
             if not np.any(R):
                 raise ValueError(_ZERO)
         else:
-            W, R, s = _subspace(op, rank, oversample, n_subspace_rounds, rng)
+            U, Rm, Q, s = _subspace(op, rank, oversample, n_subspace_rounds, rng)
             if s[0] == 0:
                 raise ValueError(_ZERO)
-            B = W
+            R = np.einsum("abc,ax,by,cz->xyz", Rm, Q, Q, Q)
+            B = U @ Q
             below = s[rank] / s[0] if s.shape[0] > rank else 0.0
             if s[rank - 1] <= 1e-12 * s[0] or s[rank - 1] < 1.5 * below * s[0]:
                 warn(f"rank {rank} is not supported by the tensor: singular values of its flattening "
@@ -283,9 +284,17 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
             V, small_w, history, converged = result.vectors, result.weights, result.history, result.converged
             total_iter = result.n_iter
         else:
-            polished = [_nonorth.polish(R, lam, V, max_iter=10 * n_iter, tol=tol)
+            # Jennrich needs a square factor, so it runs on the rank-dimensional
+            # R; the polish runs on the m-dimensional Rm when there is one, so
+            # a component that the truncation to rank dimensions cut (a weak
+            # one, under noise) can still be reached.
+            big = M is None
+            target = Rm if big else R
+            polished = [_nonorth.polish(target, lam, Q @ V if big else V, max_iter=10 * n_iter, tol=tol)
                         for lam, V in _nonorth.jennrich(R, rng, n_trials=n_restarts)]
             small_w, V, history, ok = min(polished, key=lambda item: item[2][-1])
+            if big:
+                B = U
             converged = np.full(rank, ok)
             total_iter = len(history) - 1
         # Back to the caller's coordinates. With T = sum lam_j a_j^(x)3 and
