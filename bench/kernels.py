@@ -272,6 +272,7 @@ def run(args):
 
     machine = T.machine_info()
     hwm_ok = T.hwm_reset_works()
+    startup = startup_costs()
 
     # 1. Accuracy on a small problem; also the first calls (compilation).
     accuracy = check_accuracy(fns, dtype)
@@ -371,6 +372,7 @@ def run(args):
         ])
     records.append({**run_info, "name": "run", "label": "whole run", "total_s": total,
                     "generate_s": t_gen, "accurate": accurate, "tolerance": tol})
+    records.append({**run_info, "name": "startup", **startup})
     path = T.write_jsonl(Path(args.out) / "kernels.jsonl", records)
 
     # 5. Report.
@@ -409,6 +411,13 @@ def run(args):
         acc_rows, "lrll"))
     lines += [
         "",
+        "## Start-up",
+        "",
+        f"- `import fastten`: {startup['import_s']:.2f} s (median of {len(startup['import_runs_s'])} fresh "
+        "processes; compiles nothing)",
+        f"- compiling every kernel, float64 and float32, from an empty Numba cache: "
+        f"{startup['cold_compile_s']:.1f} s (first calls minus second calls, in a fresh process)",
+        "",
         "## Timings",
         "",
         T.markdown_table(["Measurement", "Median (s)", "Range (s)", "Yardstick", "Ratio", "First call (s)",
@@ -430,6 +439,59 @@ def run(args):
         lines += ["", "ACCURACY CHECK FAILED: the timings above are of a kernel that gives wrong results."]
     print("\n".join(lines))
     return 0 if accurate else 1
+
+
+_COLD_SCRIPT = """
+import time, warnings
+import numpy as np
+t0 = time.perf_counter()
+import fastten
+from fastten import moments as M
+from fastten.sketch import TensorSketch
+t_import = time.perf_counter() - t0
+
+def everything():
+    for dtype in (np.float64, np.float32):
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((300, 6)).astype(dtype)
+        y = rng.standard_normal(300).astype(dtype)
+        U = rng.standard_normal((6, 3)).astype(dtype)
+        M.first_moment(X, y); M.second_moment_dot(X, y, U); M.third_moment_iuu(X, y, U)
+        M.third_moment_uuu(X, y, U); M.third_moment_slice_dot(X, y, U[:, 0], U)
+        M.third_moment_projected(X, y, U); M.fourth_moment_iuuu(X, y, U); M.fourth_moment_projected(X, y, U)
+        TensorSketch.from_data(X, y, 64, 2, 0).iuu(U.astype(np.float64))
+    TensorSketch.from_dense(np.zeros((3, 3, 3)), 64, 2, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fastten.decompose(fastten.operators.DataMoment(X.astype(np.float64), y.astype(np.float64)), 2)
+
+t0 = time.perf_counter(); everything(); first = time.perf_counter() - t0
+t0 = time.perf_counter(); everything(); second = time.perf_counter() - t0
+print(t_import, first, second)
+"""
+
+
+def startup_costs(runs=5):
+    """Median `import fastten` time over fresh processes, and the compilation
+    of every kernel (both dtypes) from an empty Numba cache."""
+    import os
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+
+    imports = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); import fastten; "
+                              "print(time.perf_counter() - t)"], capture_output=True, text=True, check=True)
+        imports.append(float(out.stdout))
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        out = subprocess.run([sys.executable, "-c", _COLD_SCRIPT], capture_output=True, text=True, check=True,
+                             env=env)
+    _, first, second = (float(v) for v in out.stdout.split())
+    return {"import_s": statistics.median(imports), "import_runs_s": imports,
+            "cold_compile_s": first - second}
 
 
 def X_bytes(n, d, dtype):
