@@ -123,6 +123,14 @@ def whitening(M, rank):
     return vecs / root, vecs * root
 
 
+def _given_subspace(op, rank, U):
+    """The quantities of _subspace for a basis U supplied by the caller."""
+    m = U.shape[1]
+    Rm = op.project(U)
+    Q, s, _ = np.linalg.svd(Rm.reshape(m, m * m), full_matrices=False)
+    return U, Rm, Q[:, :rank], s
+
+
 def _subspace(op, rank, oversample, n_rounds, rng):
     """(U, Rm, Q, s): an orthonormal (d, m) basis U holding the components,
     m = min(d, rank + oversample), the projected tensor Rm = T(U, U, U), the
@@ -188,8 +196,8 @@ def _check_second_moment(M, dim):
 
 
 def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_iter=30,
-              tol=1e-10, oversample=10, n_subspace_rounds=2, n_polish=2, sketch_size=None,
-              n_sketches=None, random_state=None):
+              tol=1e-10, oversample=10, n_subspace_rounds=2, n_polish=2, subspace=None,
+              sketch_size=None, n_sketches=None, random_state=None):
     """Rank-`rank` symmetric CP decomposition of a third-order tensor.
 
     Parameters
@@ -215,6 +223,9 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
     n_polish : int
         Orthogonal path without whitening: batched power sweeps in the full
         dimension after the projected solve (one contraction each).
+    subspace : array (d, m), optional
+        An orthonormal basis, m >= rank, known to hold the components (for
+        example from a second-order moment); replaces the range finder.
     sketch_size, n_sketches : int, optional
         method="sketch": the sketch length b and the number B of independent
         sketches (defaults: Wang et al.'s 2**11 and 20; see docs/performance.md).
@@ -234,6 +245,15 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
         raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
     M = None if second_moment is None else _check_second_moment(second_moment, d)
+    if subspace is not None:
+        subspace = np.asarray(subspace, dtype=np.float64)
+        if subspace.ndim != 2 or subspace.shape[0] != d or not rank <= subspace.shape[1] <= d:
+            raise ValueError(f"subspace: expected an orthonormal basis of shape ({d}, m) with {rank} <= m <= {d}, "
+                             f"got shape {subspace.shape}")
+        if not np.allclose(subspace.T @ subspace, np.eye(subspace.shape[1]), atol=1e-8):
+            raise ValueError("subspace: expected orthonormal columns (U^T U = I)")
+        if method in ("power", "sketch"):
+            raise ValueError(f"subspace: not used by method={method!r}")
     if method != "sketch" and (sketch_size is not None or n_sketches is not None):
         raise ValueError(f"sketch_size, n_sketches: only used with method='sketch', got method={method!r}")
     rng = check_random_state(random_state)
@@ -267,7 +287,10 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
             if not np.any(R):
                 raise ValueError(_ZERO)
         else:
-            U, Rm, Q, s = _subspace(op, rank, oversample, n_subspace_rounds, rng)
+            if subspace is None:
+                U, Rm, Q, s = _subspace(op, rank, oversample, n_subspace_rounds, rng)
+            else:
+                U, Rm, Q, s = _given_subspace(op, rank, subspace)
             if s[0] == 0:
                 raise ValueError(_ZERO)
             R = np.einsum("abc,ax,by,cz->xyz", Rm, Q, Q, Q)

@@ -300,3 +300,15 @@ def test_deficient_rank_warns_on_power_path():
 def test_sketch_parameters_need_sketch_method():
     with pytest.raises(ValueError, match="sketch_size, n_sketches: only used with method='sketch'"):
         decompose(np.ones((2, 2, 2)), 1, sketch_size=64)
+
+
+def test_given_subspace_replaces_the_range_finder():
+    w, V = planted(4, 12, 3, orthogonal=False)
+    basis = np.linalg.qr(np.hstack([V, np.random.default_rng(0).standard_normal((12, 2))]))[0]
+    dec = decompose(cube(w, V), 3, subspace=basis, random_state=0)
+    v_err, w_err = component_errors(w, V, dec)
+    assert v_err.max() <= 1e-8 and w_err.max() <= 1e-8
+    with pytest.raises(ValueError, match=r"subspace: expected an orthonormal basis of shape \(12, m\)"):
+        decompose(cube(w, V), 3, subspace=basis[:, :2])
+    with pytest.raises(ValueError, match="subspace: expected orthonormal columns"):
+        decompose(cube(w, V), 3, subspace=2 * basis)
