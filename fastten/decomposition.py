@@ -297,9 +297,10 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
             B = U @ Q
             below = s[rank] / s[0] if s.shape[0] > rank else 0.0
             if s[rank - 1] <= 1e-12 * s[0] or s[rank - 1] < 1.5 * below * s[0]:
-                warn(f"rank {rank} is not supported by the tensor: singular values of its flattening "
-                     f"s[{rank - 1}]/s[0] = {s[rank - 1] / s[0]:.3g} against s[{rank}]/s[0] = {below:.3g} "
-                     f"(no clear gap after the {rank}-th)", RankWarning)
+                warn(f"rank {rank}: no clear gap after the {rank}-th singular value of the projected "
+                     f"tensor's flattening (s[{rank - 1}]/s[0] = {s[rank - 1] / s[0]:.3g} against "
+                     f"s[{rank}]/s[0] = {below:.3g}); the tensor, or its sampling noise, does not single "
+                     f"out {rank} components", RankWarning)
         times["project"] = time.perf_counter() - start
         if method == "orthogonal":
             result = power_method(DenseTensor._trusted(R), rank, n_restarts=n_restarts, n_iter=n_iter,
