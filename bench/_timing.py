@@ -42,7 +42,7 @@ def _status_kib(*fields):
                 key, _, value = line.partition(":")
                 if key in found:
                     found[key] = int(value.split()[0])
-    except OSError:
+    except OSError:  # no /proc here: the fields stay None
         pass
     return found
 
@@ -191,7 +191,7 @@ def cpu_model():
             for line in fh:
                 if line.startswith("model name"):
                     return line.partition(":")[2].strip()
-    except OSError:
+    except OSError:  # no /proc/cpuinfo: fall back to platform
         pass
     return platform.processor() or "unknown"
 

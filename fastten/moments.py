@@ -17,6 +17,7 @@ float64 across blocks of rows. For streaming, call the accumulate kernels in
 """
 
 import functools
+import math
 from itertools import combinations_with_replacement, permutations
 
 import numpy as np
@@ -125,16 +126,9 @@ def _power_sum(Z, y, order):
     """sum_i y_i z_i^(x)order, packed (sorted indices, lexicographic)."""
     k = Z.shape[1]
     tuples, offsets, tile_start = _plan(k, order)
-    out = np.zeros(_packed_size(k, order))
+    out = np.zeros(math.comb(k + order - 1, order))
     K.sym_packed_acc(Z, y, tuples, offsets, tile_start, out)
     return out
-
-
-def _packed_size(k, order):
-    size = 1
-    for r in range(order):
-        size = size * (k + r) // (r + 1)
-    return size
 
 
 @functools.lru_cache(maxsize=16)

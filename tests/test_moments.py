@@ -163,6 +163,7 @@ def test_float32_close_to_float64(name, shape):
 
 
 def test_result_independent_of_blas_thread_count():
+    # threadpoolctl comes with the test extra; without it the thread count cannot be set.
     threadpoolctl = pytest.importorskip("threadpoolctl")
     X, y, U, t = problem(3, 3 * K.BLOCK + 5, 96, 24)
     runs = []
