@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
+from ._kernels import gn_product_acc
 from .activations import derivative
 
 
@@ -60,9 +61,12 @@ def _state(X, theta, net, activation):
     return S, G, S @ a2 + b2
 
 
-def _jvp(X, S, G, v, net):
+def _gn_product(X, S, G, v, net):
+    """J^T J v in one pass over X (the kernel gn_product_acc)."""
     VA, vb1, va2, vb2 = net.unpack(v)
-    return np.einsum("ij,ij->i", X @ VA + vb1, G) + S @ va2 + vb2
+    outA, outb1, outa2, outb2 = np.zeros((net.d, net.k)), np.zeros(net.k), np.zeros(net.k), np.zeros(1)
+    gn_product_acc(X, G, S, np.ascontiguousarray(VA), vb1, va2, float(vb2), outA, outb1, outa2, outb2)
+    return net.pack(outA, outb1, outa2, outb2[0])
 
 
 def _vjp(X, S, G, u, net):
@@ -106,7 +110,7 @@ def refine(X, y, A1, b1, a2, b2, activation, *, max_iter=50, tol=1e-12, max_cg=5
         factor, diag = _preconditioner(X, S, G, rows, net, mu)
 
         def hvp(v):
-            return _vjp(X, S, G, _jvp(X, S, G, v, net), net) / n + mu * diag * v
+            return _gn_product(X, S, G, v, net) / n + mu * diag * v
 
         delta, used = _pcg(hvp, -g, lambda v: scipy.linalg.cho_solve(factor, v), max_cg, cg_tol)
         n_cg += used

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
+from fastten import _refine
 from fastten._refine import refine
 from fastten.datasets import make_planted_network
 from fastten.fit import fit
@@ -88,3 +89,18 @@ y = np.random.default_rng(1).standard_normal(600)
 def test_bad_input(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         fit(*args, **kwargs)
+
+
+@pytest.mark.parametrize("n", [1, 300, 2 * 2048 + 17])
+def test_gauss_newton_product_kernel_matches_dense_jacobian(n):
+    # Reference: the explicit Jacobian J (n x p) of f = a2^T sigma(A1^T x + b1) + b2.
+    rng = np.random.default_rng(n)
+    d, k = 4, 3
+    X, G, S = rng.standard_normal((n, d)), rng.standard_normal((n, k)), rng.standard_normal((n, k))
+    net = _refine._Net(d, k)
+    v = rng.standard_normal(net.size)
+    J = np.hstack([(G[:, :, None] * X[:, None, :]).reshape(n, k * d), G, S, np.ones((n, 1))])
+    expected = J.T @ (J @ v)
+    got = _refine._gn_product(X, S, G, v, net)
+    # A sum of n products of O(1) terms: float64 rounding stays below 1e-12 relative.
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
