@@ -39,7 +39,7 @@ def _real_basis(vals, vecs):
     cols, j, k = [], 0, vals.shape[0]
     while j < k:
         v = vecs[:, j]
-        if abs(vals[j].imag) > 1e-12 * max(1.0, abs(vals[j])) and j + 1 < k:
+        if vals[j].imag != 0 and j + 1 < k:  # LAPACK returns a conjugate pair as (j, j + 1)
             cols += [v.real, v.imag]
             j += 2
         else:
@@ -61,8 +61,11 @@ def jennrich(R, rng, n_trials=8, n_keep=2, short=5):
     found = []
     for _ in range(n_trials):
         Ma, Mb = R @ rng.standard_normal(k), R @ rng.standard_normal(k)
+        # Least squares rather than solve: for a tensor of lower rank than k
+        # the slices are singular, and the pseudo-inverse still separates the
+        # components it has (the others come back with zero weight).
         try:
-            vals, vecs = np.linalg.eig(np.linalg.solve(Mb.T, Ma.T).T)
+            vals, vecs = np.linalg.eig(np.linalg.lstsq(Mb.T, Ma.T, rcond=None)[0].T)
         except np.linalg.LinAlgError:
             continue
         if not (np.all(np.isfinite(vals)) and np.all(np.isfinite(vecs))):

@@ -85,5 +85,5 @@ def polish_in_place(op, weights, vectors, n_sweeps):
         w = np.einsum("aj,aj->j", V, Y)          # deflated T(v_j, v_j, v_j)
         new, _ = _normalise(Y * np.where(w < 0, -1.0, 1.0), V)
         steps.append(float(np.max(np.linalg.norm(new - V, axis=0))))
-        V, w = new, np.abs(w)
+        V = new  # oriented like the previous V; the weight keeps its sign
     return w, V, steps

@@ -254,6 +254,9 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
             raise ValueError("subspace: expected orthonormal columns (U^T U = I)")
         if method in ("power", "sketch"):
             raise ValueError(f"subspace: not used by method={method!r}")
+        if M is not None:
+            raise ValueError("subspace, second_moment: pass one of them (whitening by second_moment "
+                             "defines its own subspace)")
     if method != "sketch" and (sketch_size is not None or n_sketches is not None):
         raise ValueError(f"sketch_size, n_sketches: only used with method='sketch', got method={method!r}")
     rng = check_random_state(random_state)
@@ -281,7 +284,8 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
         weights, factors, history, converged = result.weights, result.vectors, result.history, result.converged
         total_iter = result.n_iter
     else:
-        if M is not None and method == "orthogonal":
+        whitened = M is not None and method == "orthogonal"
+        if whitened:
             W, B = whitening(M, rank)
             R = op.project(W)
             if not np.any(R):
@@ -312,7 +316,7 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
             # R; the polish runs on the m-dimensional Rm when there is one, so
             # a component that the truncation to rank dimensions cut (a weak
             # one, under noise) can still be reached.
-            big = M is None
+            big = not whitened
             target = Rm if big else R
             polished = [_nonorth.polish(target, lam, Q @ V if big else V, max_iter=10 * n_iter, tol=tol)
                         for lam, V in _nonorth.jennrich(R, rng, n_trials=n_restarts)]
@@ -327,9 +331,16 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
         # and the weight nu_j |B v_j|^3 (|B v_j| = 1 for an orthonormal U).
         back = B @ V
         norms = np.linalg.norm(back, axis=0)
-        factors = back / norms
+        factors = back / np.where(norms > 0, norms, 1.0)
         weights = small_w * norms ** 3
-        if method == "orthogonal" and M is None and n_polish:
+        if np.any(norms == 0):
+            # A component the engine drove to zero (the tensor has lower rank):
+            # weight 0 and a unit vector orthogonal to the others, flagged below.
+            zero = norms == 0
+            basis = np.linalg.qr(np.hstack([factors[:, ~zero], B, rng.standard_normal((d, rank))]))[0]
+            factors[:, zero] = basis[:, (~zero).sum(): (~zero).sum() + zero.sum()]
+            weights[zero] = 0.0
+        if method == "orthogonal" and not whitened and n_polish:
             # Orthogonal components in T's own coordinates: sweeps in the full
             # dimension remove what the projection lost.
             weights, factors, steps = polish_in_place(op, weights, factors, n_polish)

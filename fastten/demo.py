@@ -43,7 +43,7 @@ def main(n=1_000_000, d=20, k=5, seed=0):
     for j, c in zip(rows, cols):
         sign = np.sign(cos[j, c])  # (w, v) and (-w, -v) are the same component
         print(f"{j:2d}   {lam[j]:+.4f}                 {sign * dec.weights[c]:+.4f}        {abs(cos[j, c]):.3f}")
-    print("The error of this stage falls like n^-1/2 (try main(n=200_000)); fit() will refine it (issue #4).")
+    print("The error of this stage falls like n^-1/2 (try main(n=200_000)); the fit refines it (issue #4).")
 
 
 if __name__ == "__main__":

@@ -125,9 +125,10 @@ def fit(X, y, n_hidden, *, activation="sigmoid", input_model="gaussian", method=
             refinement = _refine.refine(Xs, y, A1, b1, a2, b2, activation, max_iter=max_iter, rng=rng)
             A1, b1, a2, b2 = refinement.A1, refinement.b1, refinement.a2, refinement.b2
             mse = 2 * refinement.losses[-1]
-            rounds.append({"iterations": refinement.n_iter, "cg": refinement.n_cg, "mse": mse})
+            rounds.append({"iterations": refinement.n_iter, "cg": refinement.n_cg, "mse": mse,
+                           "converged": refinement.converged})
             if best is None or mse < best[0]:
-                best = (mse, A1.copy(), b1.copy(), a2.copy(), b2)
+                best = (mse, A1.copy(), b1.copy(), a2.copy(), b2, refinement.converged)
             if mse <= 1e-12 * np.var(y) or round_ == n_rounds - 1:
                 break
             # Stuck above zero loss: the residual is itself a sum of (signed)
@@ -141,8 +142,8 @@ def fit(X, y, n_hidden, *, activation="sigmoid", input_model="gaussian", method=
             weakest = int(np.argmin(np.abs(a2) * S.std(axis=0)))
             A1[:, weakest], b1[weakest] = found.factors[:, 0], 0.0
             a2, b2 = _ridge_output(derivative(activation, Xs @ A1 + b1, 0), y, ridge)
-        mse, A1, b1, a2, b2 = best
-        if not refinement.converged and mse > 1e-12 * np.var(y):
+        mse, A1, b1, a2, b2, converged = best
+        if not converged and mse > 1e-12 * np.var(y):
             message = (f"fit: refinement did not reach the optimum within {len(rounds)} rounds of "
                        f"max_iter={max_iter} (training MSE / Var(y) = {mse / np.var(y):.2e})")
             notes.append(message)

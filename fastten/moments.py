@@ -155,7 +155,7 @@ def unpack_symmetric(packed, k, order):
 def _projected_data(X, y, W):
     X, y = _data(X, y)
     W, _ = check_vectors(W, X.shape[1], X.dtype, "W")
-    return X, y, W, X @ W, W.T.astype(np.float64) @ W
+    return X, y, W
 
 
 def third_moment_projected(X, y, W):
@@ -166,7 +166,12 @@ def third_moment_projected(X, y, W):
     (k(k+1)(k+2)/6 entries) and a rank-one Hermite correction. R is exactly
     symmetric: each unordered index triple is computed once.
     """
-    X, y, W, Z, G = _projected_data(X, y, W)
+    return projected3(*_projected_data(X, y, W))
+
+
+def projected3(X, y, W):
+    """third_moment_projected for checked inputs (W in X's dtype)."""
+    Z, G = X @ W, W.T.astype(np.float64) @ W
     n, k = Z.shape
     R = _power_sum(Z, y, 3)
     m1 = np.zeros(k)
@@ -182,7 +187,8 @@ def fourth_moment_projected(X, y, W):
     R4 = (1/n) sum_i y_i [z^(x)4 - sym6(z z^T (x) G) + sym3(G (x) G)], exactly
     symmetric like :func:`third_moment_projected`.
     """
-    X, y, W, Z, G = _projected_data(X, y, W)
+    X, y, W = _projected_data(X, y, W)
+    Z, G = X @ W, W.T.astype(np.float64) @ W
     n, k = Z.shape
     R = _power_sum(Z, y, 4)
     ysum = float(np.sum(y, dtype=np.float64))

@@ -41,7 +41,8 @@ class TwoLayerNet:
         activation, diagnostics) as a string array; no pickle."""
         header = json.dumps({"format": FORMAT, "activation": self.activation, "b2": float(self.b2),
                              "diagnostics": self.diagnostics})
-        np.savez(path, A1=self.A1, b1=self.b1, a2=self.a2, header=np.array(header))
+        with open(path, "wb") as fh:  # a file object: numpy adds no ".npz" to the name
+            np.savez(fh, A1=self.A1, b1=self.b1, a2=self.a2, header=np.array(header))
 
     @classmethod
     def load(cls, path):
@@ -51,5 +52,8 @@ class TwoLayerNet:
                 raise ValueError(f"path: expected a {FORMAT} file, got format {header.get('format')!r}")
             if header["activation"] not in ACTIVATIONS:
                 raise ValueError(f"path: unknown activation {header['activation']!r} in the file")
-            return cls(data["A1"], data["b1"], data["a2"], header["b2"], header["activation"],
-                       header["diagnostics"])
+            A1, b1, a2 = data["A1"], data["b1"], data["a2"]
+            if A1.ndim != 2 or b1.shape != (A1.shape[1],) or a2.shape != (A1.shape[1],):
+                raise ValueError(f"path: inconsistent shapes in the file: A1 {A1.shape}, b1 {b1.shape}, "
+                                 f"a2 {a2.shape}")
+            return cls(A1, b1, a2, header["b2"], header["activation"], header["diagnostics"])

@@ -142,7 +142,8 @@ class DataMoment(TensorOperator):
 
     def project(self, W):
         self.passes += 1
-        return moments.third_moment_projected(self.X, self.y, W.astype(self.X.dtype)).astype(np.float64)
+        W = np.ascontiguousarray(W, dtype=self.X.dtype)
+        return moments.projected3(self.X, self.y, W).astype(np.float64)
 
 
 class Deflated(TensorOperator):

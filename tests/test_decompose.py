@@ -315,3 +315,21 @@ def test_given_subspace_replaces_the_range_finder():
         decompose(cube(w, V), 3, subspace=basis[:, :2])
     with pytest.raises(ValueError, match="subspace: expected orthonormal columns"):
         decompose(cube(w, V), 3, subspace=2 * basis)
+
+
+@pytest.mark.parametrize("method", ["auto", "nonorthogonal", "orthogonal"])
+def test_exactly_rank_deficient_tensor_warns_instead_of_failing(method):
+    e = np.eye(6)
+    T = cube(np.array([1.0, 0.5]), e[:, :2])
+    with pytest.warns(RankWarning):
+        dec = decompose(T, 4, method=method, random_state=0)
+    assert np.isfinite(dec.factors).all()
+    np.testing.assert_allclose(dec.weights[:2], [1.0, 0.5], atol=1e-8)
+
+
+def test_full_dimension_polish_keeps_the_sign_of_each_weight():
+    from fastten._power import polish_in_place
+
+    e1 = np.eye(4)[:, :1]
+    w, V, _ = polish_in_place(DenseTensor(cube(np.array([-2.0]), e1)), np.array([2.0]), e1.copy(), 1)
+    np.testing.assert_allclose(np.einsum("j,aj,bj,cj->abc", w, V, V, V), cube(np.array([-2.0]), e1))

@@ -58,7 +58,7 @@ def test_save_load_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     model = TwoLayerNet(rng.standard_normal((4, 2)), rng.standard_normal(2), rng.standard_normal(2), 0.5,
                         "tanh", {"engine": "nonorthogonal", "times": {"total": 1.0}})
-    path = tmp_path / "net.npz"
+    path = tmp_path / "net"  # no extension: the file is written and read under this name
     model.save(path)
     loaded = TwoLayerNet.load(path)
     X = rng.standard_normal((7, 4))
