@@ -33,6 +33,7 @@ from .operators import DataMoment
 __all__ = ["fit"]
 
 INPUT_MODELS = ("gaussian", "standard")
+INITS = ("tensor", "random")
 
 
 def _standardiser(X):
@@ -59,8 +60,8 @@ def _ridge_output(F, y, ridge):
     return coef[:k], float(coef[k])
 
 
-def fit(X, y, n_hidden, *, activation="sigmoid", input_model="gaussian", method="auto", refine=True,
-        ridge=1e-8, max_iter=25, n_rounds=6, random_state=None):
+def fit(X, y, n_hidden, *, activation="sigmoid", input_model="gaussian", init="tensor", method="auto",
+        refine=True, ridge=1e-8, max_iter=25, n_rounds=6, random_state=None):
     """Fit f(x) = a2^T sigma(A1^T x + b1) + b2 to (X, y) by the method of moments.
 
     Parameters
@@ -70,6 +71,9 @@ def fit(X, y, n_hidden, *, activation="sigmoid", input_model="gaussian", method=
     activation : "sigmoid", "tanh" or "softplus"
     input_model : "gaussian" (estimate mean and covariance and standardise)
         or "standard" (the inputs are N(0, I) already)
+    init : "tensor" (the directions from the third moment: NN-LIFT) or
+        "random" (random unit directions; the baseline that isolates what
+        the tensor stage buys)
     method : decomposition engine, as in ``fastten.decompose``
     refine : run the local refinement after the tensor stage
     ridge : L2 penalty (times n) on the output weights of the initial fit
@@ -86,6 +90,8 @@ def fit(X, y, n_hidden, *, activation="sigmoid", input_model="gaussian", method=
     k = check_int(n_hidden, "n_hidden", 1, d)
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    if init not in INITS:
+        raise ValueError(f"init: expected one of {INITS}, got {init!r}")
     if input_model not in INPUT_MODELS:
         raise ValueError(f"input_model: expected one of {INPUT_MODELS}, got {input_model!r}")
     n_params = d * k + 2 * k + 1
@@ -106,15 +112,21 @@ def fit(X, y, n_hidden, *, activation="sigmoid", input_model="gaussian", method=
     times["standardise"] = time.perf_counter() - start
 
     op = DataMoment(Xs, y - y.mean())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        dec = decompose(op, k, method=method, random_state=rng)
-    for w in caught:
-        notes.append(f"tensor stage: {w.message}")
-        warnings.warn(f"fit: tensor stage: {w.message}", w.category, stacklevel=2)
+    dec = None
+    if init == "tensor":
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            dec = decompose(op, k, method=method, random_state=rng)
+        for w in caught:
+            notes.append(f"tensor stage: {w.message}")
+            warnings.warn(f"fit: tensor stage: {w.message}", w.category, stacklevel=2)
+        directions = dec.factors.copy()
+    else:
+        directions = rng.standard_normal((d, k))
+        directions /= np.linalg.norm(directions, axis=0)
     times["decompose"] = time.perf_counter() - start - sum(times.values())
 
-    A1, b1 = dec.factors.copy(), np.zeros(k)
+    A1, b1 = directions, np.zeros(k)
     a2, b2 = _ridge_output(derivative(activation, Xs @ A1 + b1, 0), y, ridge)
     times["output_layer"] = time.perf_counter() - start - sum(times.values())
 
@@ -154,10 +166,11 @@ def fit(X, y, n_hidden, *, activation="sigmoid", input_model="gaussian", method=
     b1_out = b1 - A1_out.T @ mu
     times["total"] = time.perf_counter() - start
     diagnostics = {
-        "engine": dec.method,
-        "moment_orders": [3],
-        "component_weights": dec.weights.tolist(),
-        "decomposition_residual": dec.residual,
+        "init": init,
+        "engine": dec.method if dec else None,
+        "moment_orders": [3] if dec else [],
+        "component_weights": dec.weights.tolist() if dec else None,
+        "decomposition_residual": dec.residual if dec else None,
         "data_passes_tensor_stage": op.passes,
         "refinement_rounds": rounds,
         "refinement_iterations": sum(r["iterations"] for r in rounds),

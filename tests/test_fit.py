@@ -40,6 +40,17 @@ def test_fit_recovers_an_easy_planted_network():
     assert model.diagnostics["engine"] == "nonorthogonal"
 
 
+def test_random_initialisation_skips_the_tensor_stage():
+    net = make_planted_network(50_000, 10, 3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = fit(net.X, net.y, 3, init="random", random_state=0)
+    assert model.diagnostics["init"] == "random" and model.diagnostics["engine"] is None
+    # Measured: from random directions, Levenberg-Marquardt with re-seeding
+    # reaches the exact network on this problem too (see the #4 note).
+    assert np.mean((model.predict(net.X_test) - net.f_test) ** 2) / np.var(net.f_test) <= 1e-12
+
+
 def test_fit_maps_back_from_standardised_coordinates():
     # Affine inputs x = mu + C z: the network fitted on x must predict like
     # the planted one on z.
@@ -84,6 +95,7 @@ y = np.random.default_rng(1).standard_normal(600)
     ((X, np.where(y > 2, np.nan, y), 2), {}, ValueError, r"y: expected finite values"),
     ((X, y, 2), {"activation": "relu6"}, ValueError, r"activation: expected one of"),
     ((X, y, 2), {"input_model": "uniform"}, ValueError, r"input_model: expected one of"),
+    ((X, y, 2), {"init": "zeros"}, ValueError, r"init: expected one of \('tensor', 'random'\), got 'zeros'"),
     ((np.hstack([X, X[:, :1]]), y, 2), {}, ValueError, r"X: expected a non-singular sample covariance"),
 ])
 def test_bad_input(args, kwargs, error, match):
