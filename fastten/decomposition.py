@@ -21,13 +21,16 @@ a sketch) and runs one of four engines:
   iteration then costs O(B (d + b log b)), independent of n.
 
 ``method="auto"`` picks "orthogonal" when ``second_moment`` is given and
-definite, else "nonorthogonal".
+definite, or, for an operator with ``second_moment_dot`` (a DataMoment), when
+E[y S2] restricted to the found subspace is definite with condition number at
+most WHITEN_MAX_COND (one more pass); else "nonorthogonal".
 
 "orthogonal" and "nonorthogonal" work in a k-dimensional subspace found by a
 randomised range finder on the operator (the columns T(I, u, u) for random u
 lie in the span of the components; see _subspace): two rounds of two
 batched contractions, so an implicit data moment is read a fixed small
-number of times (five in all, with the residual probes) and nothing of size
+number of times (five in all with the residual probes, six when "auto" checks a
+DataMoment's second moment) and nothing of size
 d^2 or d^3 is formed.
 
 Odd order makes (w, v) and (-w, -v) the same component: results carry
@@ -52,6 +55,11 @@ from .sketch import TensorSketch
 __all__ = ["decompose", "Decomposition", "ConvergenceWarning", "WhiteningError", "RankWarning"]
 
 logger = logging.getLogger("fastten")
+
+# Largest condition number of E[y S2] in the subspace for which "auto"
+# whitens a DataMoment: beyond it, sampling noise in the small eigenvalues
+# would be amplified (and their signs are not trustworthy).
+WHITEN_MAX_COND = 10.0
 
 _ZERO = "T: the tensor is zero on every probe (all contractions vanish); there is nothing to decompose"
 
@@ -268,6 +276,9 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
         warnings.warn(message, category, stacklevel=3)
 
     start = time.perf_counter()
+    # "auto" on an operator that knows its second moment (a DataMoment): look
+    # for a definite, well-conditioned whitening inside the found subspace.
+    data_whitening = method == "auto" and M is None and hasattr(op, "second_moment_dot")
     if method == "auto":
         method = "nonorthogonal"
         if M is not None:
@@ -299,6 +310,18 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
                 raise ValueError(_ZERO)
             R = np.einsum("abc,ax,by,cz->xyz", Rm, Q, Q, Q)
             B = U @ Q
+            if data_whitening:
+                M2 = B.T @ op.second_moment_dot(B)  # one more pass: E[y S2] in the subspace
+                M2 = (M2 + M2.T) / 2
+                ev = np.abs(np.linalg.eigvalsh(M2))
+                definite = np.all(np.linalg.eigvalsh(M2) > 0) or np.all(np.linalg.eigvalsh(M2) < 0)
+                if definite and ev.min() >= ev.max() / WHITEN_MAX_COND:
+                    Wk, Bk = whitening(M2, rank)
+                    R = np.einsum("abc,ax,by,cz->xyz", R, Wk, Wk, Wk)
+                    B = B @ Bk
+                    method, whitened = "orthogonal", True
+                    logger.info("decompose: E[y S2] is definite in the subspace (condition %.3g): "
+                                "orthogonal engine", ev.max() / ev.min())
             below = s[rank] / s[0] if s.shape[0] > rank else 0.0
             if s[rank - 1] <= 1e-12 * s[0] or s[rank - 1] < 1.5 * below * s[0]:
                 warn(f"rank {rank}: no clear gap after the {rank}-th singular value of the projected "

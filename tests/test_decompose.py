@@ -173,7 +173,8 @@ def test_implicit_data_moment_recovers_planted_directions():
     cols, _ = match(net["A1"], dec.factors)
     cos = np.abs(np.einsum("aj,aj->j", net["A1"], dec.factors[:, cols]))
     assert cos.min() >= 0.9, (cos, lam)
-    assert op.passes == 5  # two range-finder rounds of two passes, residual probes
+    # two range-finder rounds of two passes, E[y S2] in the subspace, residual probes
+    assert op.passes == 6
 
 
 @pytest.mark.parametrize("T, rank, kwargs, error, match_text", [
@@ -333,3 +334,28 @@ def test_full_dimension_polish_keeps_the_sign_of_each_weight():
     e1 = np.eye(4)[:, :1]
     w, V, _ = polish_in_place(DenseTensor(cube(np.array([-2.0]), e1)), np.array([2.0]), e1.copy(), 1)
     np.testing.assert_allclose(np.einsum("j,aj,bj,cj->abc", w, V, V, V), cube(np.array([-2.0]), e1))
+
+
+class _WithSecondMoment(DenseTensor):
+    """A dense tensor that also knows a second moment, as a DataMoment does."""
+
+    def __init__(self, T, M):
+        super().__init__(T)
+        self.M = M
+
+    def second_moment_dot(self, Omega):
+        return self.M @ Omega
+
+
+def test_auto_whitens_an_operator_with_a_definite_second_moment():
+    w, V = planted(6, 12, 4, orthogonal=False)
+    T = cube(w, V)
+    definite = _WithSecondMoment(T, np.einsum("j,aj,bj->ab", np.abs(w), V, V))
+    dec = decompose(definite, 4, random_state=0)
+    assert dec.method == "orthogonal"
+    v_err, w_err = component_errors(w, V, dec)
+    assert v_err.max() <= 1e-8 and w_err.max() <= 1e-8
+    indefinite = _WithSecondMoment(T, np.einsum("j,aj,bj->ab", w, V, V))  # mixed signs
+    assert decompose(indefinite, 4, random_state=0).method == "nonorthogonal"
+    ill_conditioned = _WithSecondMoment(T, np.einsum("j,aj,bj->ab", np.abs(w) * [1, 1, 1, 1e-3], V, V))
+    assert decompose(ill_conditioned, 4, random_state=0).method == "nonorthogonal"
