@@ -71,7 +71,7 @@ def jennrich(R, rng, n_trials=8, n_keep=2, short=5):
         if not (np.all(np.isfinite(vals)) and np.all(np.isfinite(vecs))):
             continue
         V = _real_basis(vals, vecs)
-        lam, V, history, _ = polish(R, _weights(R, V), V, max_iter=short)
+        lam, V, history, _, _ = polish(R, _weights(R, V), V, max_iter=short)
         found.append((history[-1], lam, V))
     if not found:
         raise np.linalg.LinAlgError("every random slice pair was singular")
@@ -80,7 +80,12 @@ def jennrich(R, rng, n_trials=8, n_keep=2, short=5):
 
 
 def polish(R, lam, V, *, max_iter=100, tol=1e-12):
-    """Levenberg-Marquardt on sum_j b_j^(x)3 = R; returns (lam, V, history, converged)."""
+    """Levenberg-Marquardt on sum_j b_j^(x)3 = R.
+
+    Returns (lam, V, history, converged, steps): history is the relative
+    residual after each accepted step (starting value first); steps[j] the
+    relative step sizes |b_j' - b_j| / |b_j| of component j.
+    """
     k, r = V.shape
     B = V * np.cbrt(lam)
     norm_R = max(np.linalg.norm(R), np.finfo(float).tiny)
@@ -91,6 +96,7 @@ def polish(R, lam, V, *, max_iter=100, tol=1e-12):
     f = loss(B)
     mu = 1e-3
     history = [np.sqrt(2 * f) / norm_R]
+    steps = [[] for _ in range(r)]
     converged = False
     for _ in range(max_iter):
         g_dot = B.T @ B                              # (r, r): b_j . b_l
@@ -115,6 +121,9 @@ def polish(R, lam, V, *, max_iter=100, tol=1e-12):
             converged = np.linalg.norm(g) <= 1e-8 * scale or np.sqrt(2 * f) <= 1e-12 * norm_R
             break
         improvement = (f - f_new) / max(f, np.finfo(float).tiny)
+        moved = np.linalg.norm(B_new - B, axis=0) / np.maximum(np.linalg.norm(B, axis=0), np.finfo(float).tiny)
+        for j in range(r):
+            steps[j].append(float(moved[j]))
         B, f = B_new, f_new
         mu = max(mu / 10, 1e-12)
         history.append(np.sqrt(2 * f) / norm_R)
@@ -123,4 +132,4 @@ def polish(R, lam, V, *, max_iter=100, tol=1e-12):
             break
     norms = np.linalg.norm(B, axis=0)
     V = B / np.where(norms > 0, norms, 1.0)
-    return norms ** 3, V, history, converged
+    return norms ** 3, V, history, converged, steps

@@ -83,11 +83,16 @@ class Decomposition:
     """T ~ sum_j weights[j] * factors[:, j]^(x)3.
 
     weights: (r,) >= 0, decreasing; factors: (d, r) unit columns; method: the
-    engine that ran; history: per component (power method) or per polish
-    iteration (non-orthogonal), the convergence record; n_restarts, n_iter:
-    what was run; residual: relative residual estimated on random probes of
-    the operator, |T(I,u,u) - sum_j w_j (v_j.u)^2 v_j| / |T(I,u,u)|;
-    converged; warnings: messages also issued as Python warnings.
+    engine that ran; history: per component, in the order of the factors,
+    its step sizes (power method: |theta_t - theta_{t-1}| of the winning
+    restart; non-orthogonal: relative change of the component per
+    Levenberg-Marquardt step); n_restarts, n_iter: what was run; residual:
+    relative residual estimated on random probes of the operator,
+    |T(I,u,u) - sum_j w_j (v_j.u)^2 v_j| / |T(I,u,u)|; converged: all
+    components; component_converged: per component (the non-orthogonal
+    polish converges jointly, so its entries are equal); loss_history: the
+    non-orthogonal polish's relative residual per step; warnings: messages
+    also issued as Python warnings; times: per stage.
     """
 
     weights: np.ndarray
@@ -98,6 +103,8 @@ class Decomposition:
     n_iter: int
     residual: float
     converged: bool
+    component_converged: np.ndarray
+    loss_history: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     times: dict = field(default_factory=dict)
 
@@ -276,6 +283,7 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
         warnings.warn(message, category, stacklevel=3)
 
     start = time.perf_counter()
+    loss_history = []
     # "auto" on an operator that knows its second moment (a DataMoment): look
     # for a definite, well-conditioned whitening inside the found subspace.
     data_whitening = method == "auto" and M is None and hasattr(op, "second_moment_dot")
@@ -343,11 +351,11 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
             target = Rm if big else R
             polished = [_nonorth.polish(target, lam, Q @ V if big else V, max_iter=10 * n_iter, tol=tol)
                         for lam, V in _nonorth.jennrich(R, rng, n_trials=n_restarts)]
-            small_w, V, history, ok = min(polished, key=lambda item: item[2][-1])
+            small_w, V, loss_history, ok, history = min(polished, key=lambda item: item[2][-1])
             if big:
                 B = U
             converged = np.full(rank, ok)
-            total_iter = len(history) - 1
+            total_iter = len(loss_history) - 1
         # Back to the caller's coordinates. With T = sum lam_j a_j^(x)3 and
         # R = T(W, W, W) = sum nu_j v_j^(x)3, B v_j = sqrt|m_j| a_j, so
         # lam_j a_j^(x)3 = nu_j (B v_j)^(x)3: the factor is B v_j normalised
@@ -380,6 +388,8 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
              f"components have zero weight", RankWarning)
     order = np.argsort(-np.abs(weights))
     weights, factors = weights[order], factors[:, order]
+    history = [history[j] for j in order]
+    converged = np.asarray(converged)[order]
     flip = weights < 0
     weights[flip] *= -1
     factors[:, flip] *= -1
@@ -390,4 +400,4 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
     times["total"] = time.perf_counter() - start
     logger.debug("decompose: method=%s rank=%d residual=%.3g", method, rank, residual)
     return Decomposition(weights, factors, method, history, n_restarts, total_iter, residual,
-                         bool(np.all(converged)), issued, times)
+                         bool(np.all(converged)), converged, loss_history, issued, times)

@@ -359,3 +359,13 @@ def test_auto_whitens_an_operator_with_a_definite_second_moment():
     assert decompose(indefinite, 4, random_state=0).method == "nonorthogonal"
     ill_conditioned = _WithSecondMoment(T, np.einsum("j,aj,bj->ab", np.abs(w) * [1, 1, 1, 1e-3], V, V))
     assert decompose(ill_conditioned, 4, random_state=0).method == "nonorthogonal"
+
+
+@pytest.mark.parametrize("method", ["orthogonal", "nonorthogonal", "power"])
+def test_history_is_per_component_in_factor_order(method):
+    w, V = planted(3, 10, 3, orthogonal=True)
+    T = cube(w, V) + symmetric_noise(3, 10, 1e-4)
+    dec = decompose(T, 3, method=method, random_state=0)
+    assert len(dec.history) == 3 and all(len(h) >= 1 for h in dec.history)
+    assert dec.component_converged.shape == (3,)
+    assert (len(dec.loss_history) > 0) == (method == "nonorthogonal")
