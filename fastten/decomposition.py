@@ -321,8 +321,9 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
             if data_whitening:
                 M2 = B.T @ op.second_moment_dot(B)  # one more pass: E[y S2] in the subspace
                 M2 = (M2 + M2.T) / 2
-                ev = np.abs(np.linalg.eigvalsh(M2))
-                definite = np.all(np.linalg.eigvalsh(M2) > 0) or np.all(np.linalg.eigvalsh(M2) < 0)
+                ev = np.linalg.eigvalsh(M2)
+                definite = np.all(ev > 0) or np.all(ev < 0)
+                ev = np.abs(ev)
                 if definite and ev.min() >= ev.max() / WHITEN_MAX_COND:
                     Wk, Bk = whitening(M2, rank)
                     R = np.einsum("abc,ax,by,cz->xyz", R, Wk, Wk, Wk)
