@@ -22,7 +22,7 @@ import numpy as np
 import scipy.linalg
 
 from ._kernels import gn_product_acc
-from .activations import derivative
+from .activations import value_and_slope
 
 
 @dataclass
@@ -56,8 +56,8 @@ class _Net:
 def _state(X, theta, net, activation):
     A1, b1, a2, b2 = net.unpack(theta)
     Z = X @ A1 + b1
-    S = derivative(activation, Z, 0)
-    G = derivative(activation, Z, 1) * a2
+    S, G = value_and_slope(activation, Z)
+    G *= a2
     return S, G, S @ a2 + b2
 
 

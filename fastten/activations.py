@@ -10,7 +10,7 @@ computes such one-dimensional integrals by Gauss-Hermite quadrature.
 import numpy as np
 from scipy.special import expit
 
-__all__ = ["ACTIVATIONS", "derivative", "gaussian_expectation"]
+__all__ = ["ACTIVATIONS", "derivative", "gaussian_expectation", "value_and_slope"]
 
 
 def _sigmoid(t, order):
@@ -48,6 +48,19 @@ def derivative(activation, t, order=0):
     if order not in range(MAX_ORDER + 1):
         raise ValueError(f"order: expected an integer in [0, {MAX_ORDER}], got {order!r}")
     return ACTIVATIONS[activation](np.asarray(t, dtype=np.float64), order)
+
+
+def value_and_slope(activation, t):
+    """(sigma(t), sigma'(t)), sharing the work (one exp per entry for
+    sigmoid, one tanh for tanh): the refinement's forward pass."""
+    t = np.asarray(t, dtype=np.float64)
+    if activation == "sigmoid":
+        s = expit(t)
+        return s, s * (1.0 - s)
+    if activation == "tanh":
+        h = np.tanh(t)
+        return h, 1.0 - h * h
+    return derivative(activation, t, 0), derivative(activation, t, 1)
 
 
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(200)

@@ -38,3 +38,13 @@ def test_sign_change_of_third_derivative_expectation():
     for activation, root in [("sigmoid", 1.75), ("tanh", 1.27)]:
         below, above = gaussian_expectation(activation, 3, [root - 0.05, root + 0.05], [1.0, 1.0])
         assert below * above < 0
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_value_and_slope_match_derivatives(activation):
+    from fastten.activations import value_and_slope
+
+    t = np.linspace(-8, 8, 33)
+    value, slope = value_and_slope(activation, t)
+    np.testing.assert_allclose(value, derivative(activation, t, 0), rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(slope, derivative(activation, t, 1), rtol=1e-12, atol=1e-300)
