@@ -14,6 +14,7 @@ takes from pages the process already holds (allocator free lists) is not
 counted; large arrays are mapped afresh by the allocator and are counted.
 """
 
+import contextlib
 import gc
 import json
 import os
@@ -36,14 +37,12 @@ KIB_PER_MB = 1024.0  # /proc reports kB (KiB); results are in MiB, called MB
 def _status_kib(*fields):
     """The given fields of /proc/self/status, in KiB (None if unavailable)."""
     found = dict.fromkeys(fields)
-    try:
+    with contextlib.suppress(OSError):  # no /proc here: the fields stay None
         with open("/proc/self/status") as fh:
             for line in fh:
                 key, _, value = line.partition(":")
                 if key in found:
                     found[key] = int(value.split()[0])
-    except OSError:  # no /proc here: the fields stay None
-        pass
     return found
 
 
@@ -186,13 +185,11 @@ ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
 
 def cpu_model():
     """The 'model name' of /proc/cpuinfo (first CPU), else platform.processor()."""
-    try:
+    with contextlib.suppress(OSError):  # no /proc/cpuinfo: fall back to platform
         with open("/proc/cpuinfo") as fh:
             for line in fh:
                 if line.startswith("model name"):
                     return line.partition(":")[2].strip()
-    except OSError:  # no /proc/cpuinfo: fall back to platform
-        pass
     return platform.processor() or "unknown"
 
 

@@ -26,7 +26,7 @@ from . import _refine
 from ._random import check_random_state
 from ._validation import check_int, check_labels, check_samples
 from .activations import ACTIVATIONS, derivative
-from .decomposition import decompose
+from .decomposition import ConvergenceWarning, decompose
 from .network import TwoLayerNet
 from .operators import DataMoment
 
@@ -159,7 +159,7 @@ def fit(X, y, n_hidden, *, activation="sigmoid", input_model="gaussian", init="t
             message = (f"fit: refinement did not reach the optimum within {len(rounds)} rounds of "
                        f"max_iter={max_iter} (training MSE / Var(y) = {mse / np.var(y):.2e})")
             notes.append(message)
-            warnings.warn(message, _refine_warning(), stacklevel=2)
+            warnings.warn(message, ConvergenceWarning, stacklevel=2)
     times["refine"] = time.perf_counter() - start - sum(times.values())
 
     A1_out = L @ A1
@@ -180,8 +180,3 @@ def fit(X, y, n_hidden, *, activation="sigmoid", input_model="gaussian", init="t
         "warnings": notes,
     }
     return TwoLayerNet(A1_out, b1_out, np.asarray(a2, dtype=np.float64), float(b2), activation, diagnostics)
-
-
-def _refine_warning():
-    from .decomposition import ConvergenceWarning
-    return ConvergenceWarning
