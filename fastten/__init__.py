@@ -9,9 +9,11 @@ cached on disk.
 
 from . import activations, datasets, moments, operators, sketch
 from .decomposition import ConvergenceWarning, Decomposition, RankWarning, WhiteningError, decompose
+from .network import TwoLayerNet
+from .nnlift import fit
 
 __version__ = "0.1.0.dev0"
 __all__ = [
-    "decompose", "Decomposition", "ConvergenceWarning", "RankWarning", "WhiteningError",
+    "fit", "TwoLayerNet", "decompose", "Decomposition", "ConvergenceWarning", "RankWarning", "WhiteningError",
     "activations", "datasets", "moments", "operators", "sketch", "__version__",
 ]

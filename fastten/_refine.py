@@ -92,8 +92,11 @@ def _preconditioner(X, S, G, rows, net, mu):
 
 
 def refine(X, y, A1, b1, a2, b2, activation, *, max_iter=50, tol=1e-12, max_cg=50, cg_tol=1e-3,
-           n_precondition=4096, rng):
-    """Minimise mean((f(X) - y)^2) / 2 from the given network."""
+           n_precondition=4096, rng, callback=None):
+    """Minimise mean((f(X) - y)^2) / 2 from the given network.
+
+    ``callback(A1, b1, a2, b2, mse)``, if given, is called after every
+    accepted step; returning True stops the refinement there."""
     n, d = X.shape
     k = A1.shape[1]
     net = _Net(d, k)
@@ -125,6 +128,8 @@ def refine(X, y, A1, b1, a2, b2, activation, *, max_iter=50, tol=1e-12, max_cg=5
             theta, S, G, r, loss = trial, S_t, G_t, r_t, loss_t
             losses.append(loss)
             mu *= max(1 / 3, 1 - (2 * rho - 1) ** 3)
+            if callback is not None and callback(*net.unpack(theta), 2 * loss):
+                break
             if decrease <= tol * loss or loss <= 1e-30 * scale:
                 converged = True
                 break

@@ -9,7 +9,7 @@ import pytest
 from fastten import _refine
 from fastten._refine import refine
 from fastten.datasets import make_planted_network
-from fastten.fit import fit
+from fastten import fit
 from fastten.network import TwoLayerNet
 
 

@@ -61,7 +61,7 @@ def _ridge_output(F, y, ridge):
 
 
 def fit(X, y, n_hidden, *, activation="sigmoid", input_model="gaussian", init="tensor", method="auto",
-        refine=True, ridge=1e-8, max_iter=25, n_rounds=6, random_state=None):
+        refine=True, ridge=1e-8, max_iter=25, n_rounds=6, random_state=None, callback=None):
     """Fit f(x) = a2^T sigma(A1^T x + b1) + b2 to (X, y) by the method of moments.
 
     Parameters
@@ -82,6 +82,11 @@ def fit(X, y, n_hidden, *, activation="sigmoid", input_model="gaussian", init="t
         the least useful unit is re-seeded from the third moment of the
         residual before the next
     random_state : None, int or numpy.random.Generator
+    callback : None, or ``callback(network, info)`` called with the network
+        (a TwoLayerNet in the caller's coordinates) after the initial fit
+        (``info["stage"] == "init"``) and after every accepted refinement
+        step (``"refine"``); ``info`` also holds ``"iteration"`` and
+        ``"training_mse"``. Returning True stops the refinement.
     """
     start = time.perf_counter()
     X = check_samples(X).astype(np.float64, copy=False)
@@ -128,20 +133,40 @@ def fit(X, y, n_hidden, *, activation="sigmoid", input_model="gaussian", init="t
 
     A1, b1 = directions, np.zeros(k)
     a2, b2 = _ridge_output(derivative(activation, Xs @ A1 + b1, 0), y, ridge)
+
+    def mapped(A1, b1, a2, b2, diagnostics):
+        A1_out = L @ A1
+        return TwoLayerNet(A1_out, b1 - A1_out.T @ mu, np.array(a2, dtype=np.float64), float(b2), activation,
+                           diagnostics)
+
+    stopped = False
+    if callback is not None:
+        mse0 = float(np.mean((derivative(activation, Xs @ A1 + b1, 0) @ a2 + b2 - y) ** 2))
+        stopped = bool(callback(mapped(A1, b1, a2, b2, {}), {"stage": "init", "iteration": 0,
+                                                             "training_mse": mse0}))
+    steps = [0]
+
+    def on_step(A1, b1, a2, b2, mse):
+        nonlocal stopped
+        steps[0] += 1
+        stopped = bool(callback(mapped(A1, b1, a2, b2, {}), {"stage": "refine", "iteration": steps[0],
+                                                            "training_mse": float(mse)}))
+        return stopped
     times["output_layer"] = time.perf_counter() - start - sum(times.values())
 
     refinement, rounds = None, []
-    if refine and max_iter:
+    if refine and max_iter and not stopped:
         best = None
         for round_ in range(n_rounds):
-            refinement = _refine.refine(Xs, y, A1, b1, a2, b2, activation, max_iter=max_iter, rng=rng)
+            refinement = _refine.refine(Xs, y, A1, b1, a2, b2, activation, max_iter=max_iter, rng=rng,
+                                        callback=on_step if callback else None)
             A1, b1, a2, b2 = refinement.A1, refinement.b1, refinement.a2, refinement.b2
             mse = 2 * refinement.losses[-1]
             rounds.append({"iterations": refinement.n_iter, "cg": refinement.n_cg, "mse": mse,
                            "converged": refinement.converged})
             if best is None or mse < best[0]:
                 best = (mse, A1.copy(), b1.copy(), a2.copy(), b2, refinement.converged)
-            if mse <= 1e-12 * np.var(y) or round_ == n_rounds - 1:
+            if stopped or mse <= 1e-12 * np.var(y) or round_ == n_rounds - 1:
                 break
             # Stuck above zero loss: the residual is itself a sum of (signed)
             # units, and its third moment points at a direction the network
