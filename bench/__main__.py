@@ -7,11 +7,13 @@ and ``run(args)`` (as bench/kernels.py does), and add one line to COMMANDS.
 import argparse
 import sys
 
-from . import decompose, kernels
+from . import decompose, kernels, scaling, sgd
 
 COMMANDS = (
     kernels.add_parser,
     decompose.add_parser,
+    sgd.add_parser,
+    scaling.add_parser,
 )
 
 
