@@ -10,10 +10,10 @@ cached on disk.
 from . import activations, datasets, moments, operators, sketch
 from .decomposition import ConvergenceWarning, Decomposition, RankWarning, WhiteningError, decompose
 from .network import TwoLayerNet
-from .nnlift import fit
+from .nnlift import IdentifiabilityWarning, fit
 
 __version__ = "0.1.0.dev0"
 __all__ = [
-    "fit", "TwoLayerNet", "decompose", "Decomposition", "ConvergenceWarning", "RankWarning", "WhiteningError",
+    "fit", "TwoLayerNet", "IdentifiabilityWarning", "decompose", "Decomposition", "ConvergenceWarning", "RankWarning", "WhiteningError",
     "activations", "datasets", "moments", "operators", "sketch", "__version__",
 ]

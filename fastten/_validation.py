@@ -71,6 +71,22 @@ def check_labels(y, n_samples, dtype, name="y"):
     return arr
 
 
+def check_targets(y, n_samples, name="y"):
+    """Finite float64 labels, (n_samples,) or (n_samples, m) with m >= 1.
+
+    Returns the labels as an (n_samples, m) array and whether they were 1-D.
+    """
+    arr = _as_real_array(y, name)
+    if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[1] < 1):
+        raise ValueError(f"{name}: expected an array of shape ({n_samples},) or ({n_samples}, m) with m >= 1, "
+                         f"got shape {arr.shape}")
+    if arr.shape[0] != n_samples:
+        raise ValueError(f"{name}: expected {n_samples} labels (one per row of X), got {arr.shape[0]}")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    _check_finite(arr, name)
+    return arr.reshape(n_samples, -1), arr.ndim == 1
+
+
 def check_vectors(U, n_features, dtype, name):
     """A finite (n_features, m) block of column vectors, or one (n_features,) vector.
 

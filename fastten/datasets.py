@@ -6,7 +6,7 @@ import numpy as np
 
 from ._random import check_random_state
 from ._validation import check_int
-from .activations import ACTIVATIONS, derivative
+from .activations import derivative, get_activation
 
 __all__ = ["PlantedNetwork", "make_planted_network"]
 
@@ -15,15 +15,16 @@ __all__ = ["PlantedNetwork", "make_planted_network"]
 class PlantedNetwork:
     """f(x) = a2^T sigma(A1^T x + b1) + b2, with training and test samples.
 
-    ``y`` and ``y_test`` carry the label noise; ``f_test`` is the noise-free
-    test output, against which prediction error is judged.
+    ``y`` and ``y_test`` carry the label noise (for classification: 0/1
+    labels drawn with probability f(x)); ``f_test`` is the noise-free test
+    output, against which prediction error is judged.
     """
 
     A1: np.ndarray
     b1: np.ndarray
     a2: np.ndarray
     b2: float
-    activation: str
+    activation: object
     X: np.ndarray
     y: np.ndarray
     X_test: np.ndarray
@@ -35,34 +36,79 @@ class PlantedNetwork:
         return derivative(self.activation, X @ self.A1 + self.b1) @ self.a2 + self.b2
 
 
-def make_planted_network(n_samples, n_features, n_hidden, *, activation="sigmoid",
-                         weight_norm=1.0, noise=0.0, n_test=10_000, random_state=None):
-    """A random network with x ~ N(0, I), and samples of it.
+def make_planted_network(n_samples, n_features, n_hidden, *, activation="sigmoid", weight_norm=1.0,
+                         bias_range=(0.0, 1.0), noise=0.0, mean=None, cov=None, task="regression",
+                         n_test=10_000, random_state=None):
+    """A random network and samples of it.
 
-    A1 has random directions scaled to column norm ``weight_norm``; b1 is
-    uniform on [-1, 1]; a2 has random signs and magnitudes uniform on
-    [0.5, 1.5]; b2 = 0. Labels are f(x) plus Gaussian noise of standard
-    deviation ``noise``. One Generator (from ``random_state``) draws all of it.
+    Inputs x ~ N(mean, cov) (default N(0, I)). A1 has random directions
+    scaled to column norm ``weight_norm``; b1 has random signs and
+    magnitudes uniform on ``bias_range`` (default: b1 uniform on [-1, 1];
+    (0.3, 1) keeps ReLU units away from zero bias, where their third moment
+    vanishes); a2 has random signs and magnitudes uniform on [0.5, 1.5];
+    b2 = 0. The weights act on x itself: f(x) = a2^T sigma(A1^T x + b1) + b2.
+
+    ``task="regression"``: labels f(x) plus Gaussian noise of standard
+    deviation ``noise``. ``task="classification"``: the network is squashed
+    affinely into [0, 1] (a2 and b2 rescaled, so it is still a planted
+    network, of a bounded activation) and labels are 0/1 draws with
+    P(y = 1 | x) = f(x); ``noise`` must be 0. One Generator (from
+    ``random_state``) draws all of it.
     """
     n = check_int(n_samples, "n_samples", 1)
     d = check_int(n_features, "n_features", 1)
     k = check_int(n_hidden, "n_hidden", 1)
     n_test = check_int(n_test, "n_test", 1)
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    act = get_activation(activation)
     if not weight_norm > 0:
         raise ValueError(f"weight_norm: expected a positive number, got {weight_norm!r}")
+    if not (len(bias_range) == 2 and 0 <= bias_range[0] <= bias_range[1]):
+        raise ValueError(f"bias_range: expected (low, high) with 0 <= low <= high, got {bias_range!r}")
     if not noise >= 0:
         raise ValueError(f"noise: expected a number >= 0, got {noise!r}")
+    if task not in ("regression", "classification"):
+        raise ValueError(f"task: expected 'regression' or 'classification', got {task!r}")
+    mean = np.zeros(d) if mean is None else np.asarray(mean, dtype=np.float64)
+    if mean.shape != (d,):
+        raise ValueError(f"mean: expected shape ({d},), got {mean.shape}")
+    if cov is None:
+        root = np.eye(d)
+    else:
+        cov = np.asarray(cov, dtype=np.float64)
+        if cov.shape != (d, d) or not np.allclose(cov, cov.T):
+            raise ValueError(f"cov: expected a symmetric ({d}, {d}) matrix, got shape {cov.shape}")
+        try:
+            root = np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            raise ValueError("cov: expected a positive definite matrix") from None
     rng = check_random_state(random_state)
     A1 = rng.standard_normal((d, k))
     A1 *= weight_norm / np.linalg.norm(A1, axis=0)
-    b1 = rng.uniform(-1.0, 1.0, k)
+    b1 = rng.choice([-1.0, 1.0], k) * rng.uniform(bias_range[0], bias_range[1], k)
     a2 = rng.choice([-1.0, 1.0], k) * rng.uniform(0.5, 1.5, k)
-    partial = PlantedNetwork(A1, b1, a2, 0.0, activation, *(None,) * 5)
-    X = rng.standard_normal((n, d))
-    y = partial.output(X) + noise * rng.standard_normal(n)
-    X_test = rng.standard_normal((n_test, d))
-    f_test = partial.output(X_test)
-    y_test = f_test + noise * rng.standard_normal(n_test)
-    return PlantedNetwork(A1, b1, a2, 0.0, activation, X, y, X_test, y_test, f_test)
+    b2 = 0.0
+    if task == "classification":
+        if noise:
+            raise ValueError(f"noise: expected 0 for task='classification' (the labels are Bernoulli draws), "
+                             f"got {noise!r}")
+        low, high = (derivative(act, np.array([-60.0, 60.0]), 0))
+        if not (np.isfinite(low) and np.isfinite(high) and high - low < 10):
+            raise ValueError(f"task: classification needs a bounded activation, got {act.name!r}")
+        # f ranges within b2 + sum_j a2_j (mid +- half) with mid, half the
+        # activation's centre and half-range: map that interval onto [0, 1].
+        mid, half = (high + low) / 2, (high - low) / 2
+        span = 2 * half * np.abs(a2).sum()
+        b2 = 0.5 - mid * a2.sum() / span
+        a2 = a2 / span
+    partial = PlantedNetwork(A1, b1, a2, b2, activation, *(None,) * 5)
+
+    def draw(count):
+        X = mean + rng.standard_normal((count, d)) @ root.T
+        f = partial.output(X)
+        if task == "classification":
+            return X, f, (rng.random(count) < f).astype(np.float64)
+        return X, f, f + noise * rng.standard_normal(count)
+
+    X, _, y = draw(n)
+    X_test, f_test, y_test = draw(n_test)
+    return PlantedNetwork(A1, b1, a2, b2, activation, X, y, X_test, y_test, f_test)
