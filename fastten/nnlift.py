@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from . import _refine
+from . import _bias, _refine
 from ._random import check_random_state
 from ._validation import check_int, check_samples, check_targets
 from .activations import derivative, get_activation
@@ -54,6 +54,7 @@ class IdentifiabilityWarning(UserWarning):
 INPUT_MODELS = ("gaussian", "standard")
 INITS = ("tensor", "random")
 TASKS = ("regression", "classification")
+BIAS_METHODS = ("moments", "fourier", "zero")
 
 DUPLICATE_COS = 0.95
 # |z| of the third moment along a unit direction below which the moment
@@ -122,32 +123,101 @@ def _visible_z(d, k):
     return 2.0 * np.sqrt(min(d, k + 10))
 
 
-def _select_directions(U, z, threshold, rng):
-    """Keep the columns of U with |z| >= threshold that do not repeat a kept
-    one (|cos| > DUPLICATE_COS), strongest first; replace the others by
-    random unit directions orthogonal to the kept ones. Returns the new U
-    and the indices of the kept columns."""
+def _second_moment_directions(op, count, exclude, rng):
+    """Up to ``count`` unit directions from E[y S2] = E[y (x x^T - I)] off the
+    span of ``exclude`` (d, r): the eigenvectors of largest |eigenvalue| of
+    the projected matrix, by a randomised range finder with
+    ``count + 10`` columns (two passes), with their z-scores
+    mean(y He2(u.x)) / standard error (one more pass).
+
+    E[y S2] = sum_j a2_j E[sigma''] a_j a_j^T sees the units whose
+    E[sigma''] does not vanish, in particular ReLU and softplus units of any
+    bias, which the third moment misses near zero bias (DESIGN 3.2).
+    """
+    d = op.X.shape[1]
+    Q0 = np.linalg.qr(exclude)[0] if exclude.shape[1] else np.zeros((d, 0))
+
+    def off(V):
+        return V - Q0 @ (Q0.T @ V)
+
+    width = min(count + 10, d - Q0.shape[1])
+    if width < 1:
+        return np.zeros((d, 0)), np.zeros(0)
+    Q = np.linalg.qr(off(op.second_moment_dot(off(rng.standard_normal((d, width))))))[0]
+    Q = np.linalg.qr(off(Q))[0]
+    vals, vecs = np.linalg.eigh(Q.T @ op.second_moment_dot(Q))
+    U = Q @ vecs[:, np.argsort(-np.abs(vals))[:count]]
+    Z = op.X @ U
+    v = op.y[:, None] * (Z * Z - 1.0)
+    return U, v.mean(axis=0) / (v.std(axis=0) / np.sqrt(Z.shape[0]) + np.finfo(float).tiny)
+
+
+def _second_order_z(d):
+    """Threshold on |z| for a direction from E[y S2]: measured on y
+    independent of x (n = 5e4, 4 seeds), the largest |z| was 6.7 for d=20,
+    8.5 for d=50, 12.2 for d=100, near sqrt(2 d) (the edge of the noise
+    matrix's spectrum); 1.5 sqrt(2 d) stays above."""
+    return 1.5 * np.sqrt(2.0 * d)
+
+
+def _scales_and_biases(Xs, y, U, kept, activation, bias_method, rng):
+    """Scales, signs and biases of the units in ``kept`` from the moments
+    (``_bias.recover_units``), where it finds them identifiable; with
+    ``bias_method="fourier"`` the biases then come from the paper's Fourier
+    estimator. Activations it cannot invert (ReLU: positively homogeneous,
+    only a2 s and b / s are identified) keep unit norm and zero bias.
+    Returns (A1, b1, per-unit records)."""
+    A1, b1 = U.copy(), np.zeros(U.shape[1])
+    try:
+        A1k, b1k, _, records = _bias.recover_units(Xs, y, U[:, kept], activation)
+    except ValueError as exc:
+        return A1, b1, [{"unit": j, "identifiable": False, "reason": str(exc)} for j in kept]
+    if bias_method == "fourier":
+        b1k = _bias.fourier_biases(Xs, y, A1k, activation, random_state=rng).b1
+    units = []
+    for i, j in enumerate(kept):
+        ok = records[i]["identifiable"] and np.isfinite(b1k[i]) and np.all(np.isfinite(A1k[:, i]))
+        if ok:
+            A1[:, j], b1[j] = A1k[:, i], b1k[i]
+        units.append({"unit": j, "identifiable": bool(records[i]["identifiable"]), "reason": records[i]["reason"],
+                      "used": bool(ok)})
+    return A1, b1, units
+
+
+def _select_directions(U, z, threshold, op, rng):
+    """The starting directions of the hidden units.
+
+    Keep the columns of U (from the third moment) with |z| >= threshold that
+    do not repeat a kept one (|cos| > DUPLICATE_COS), strongest first; fill
+    the other units with significant directions of the second moment off
+    the kept ones (``_second_moment_directions``), then with random unit
+    directions orthogonal to all of those. Returns the directions and the
+    lists of third- and second-order columns used.
+    """
     d, k = U.shape
     kept = []
     for j in np.argsort(-np.abs(z)):
         if abs(z[j]) >= threshold and not (kept and np.abs(U[:, kept].T @ U[:, j]).max() > DUPLICATE_COS):
             kept.append(int(j))
-    out = U.copy()
-    basis = list(kept)
-    for j in range(k):
-        if j in kept:
-            continue
+    out = [U[:, j] for j in kept]
+    second = []
+    if len(out) < k:
+        V, z2 = _second_moment_directions(op, k - len(out), np.column_stack(out) if out else np.zeros((d, 0)),
+                                          rng)
+        second = [j for j in range(V.shape[1]) if abs(z2[j]) >= _second_order_z(d)]
+        out += [V[:, j] for j in second]
+    while len(out) < k:
         g = rng.standard_normal(d)
-        if len(basis) < d:
-            Q = np.linalg.qr(out[:, basis])[0] if basis else np.zeros((d, 0))
+        if len(out) < d:
+            Q = np.linalg.qr(np.column_stack(out))[0] if out else np.zeros((d, 0))
             g -= Q @ (Q.T @ g)
-        out[:, j] = g / np.linalg.norm(g)
-        basis.append(j)
-    return out, sorted(kept)
+        out.append(g / np.linalg.norm(g))
+    return np.column_stack(out), kept, len(second)
 
 
 def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model="gaussian", init="tensor",
-        method="auto", refine=True, ridge=1e-8, max_iter=50, n_rounds=6, random_state=None, callback=None):
+        method="auto", bias_method="moments", refine=True, ridge=1e-8, max_iter=50, n_rounds=6, random_state=None,
+        callback=None):
     """Fit f(x) = a2^T sigma(A1^T x + b1) + b2 to (X, y) by the method of moments.
 
     Parameters
@@ -168,6 +238,15 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         "random" (random unit directions; the baseline that isolates what
         the tensor stage buys)
     method : decomposition engine, as in ``fastten.decompose``
+    bias_method : how the units found by the third moment get their scales,
+        signs and biases: "moments" (default: solve the first-, second- and
+        third-order moments along each direction, ``fastten._bias``),
+        "fourier" (the paper's Fourier estimator of b1, with the scales of
+        "moments"; for Gaussian inputs its variance is infinite and it does
+        not converge: measured in docs/method.md; an option for
+        faithfulness, not for use) or "zero" (unit norm, zero bias). Units
+        started from second-order or random directions get unit norm and
+        zero bias in every case.
     refine : run the local refinement after the tensor stage
     ridge : L2 penalty (times n) on the output weights of the initial fit
     max_iter : Levenberg-Marquardt iterations per round and stage
@@ -212,6 +291,8 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
     activation_spec, activation = activation, get_activation(activation)
     if init not in INITS:
         raise ValueError(f"init: expected one of {INITS}, got {init!r}")
+    if bias_method not in BIAS_METHODS:
+        raise ValueError(f"bias_method: expected one of {BIAS_METHODS}, got {bias_method!r}")
     if input_model not in INPUT_MODELS:
         raise ValueError(f"input_model: expected one of {INPUT_MODELS}, got {input_model!r}")
     n_params = d * k + k + k * m + m
@@ -250,7 +331,7 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
     theta = rng.standard_normal(m)
     y_t = Y @ (theta / np.linalg.norm(theta))
     y_t -= y_t.mean()
-    dec, kept, z = None, [], None
+    dec, kept, z, n_second = None, [], None, 0
     if init == "tensor":
         op = DataMoment(Xs, y_t)
         with warnings.catch_warnings(record=True) as caught:
@@ -263,14 +344,18 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         # z test below) and warns about what it cannot recover.
         notes.extend(f"tensor stage: {w.message}" for w in caught)
         z = _third_moment_z(Xs, y_t, dec.factors)
-        U, kept = _select_directions(dec.factors, z, _visible_z(d, k), rng)
+        U, kept, n_second = _select_directions(dec.factors, z, _visible_z(d, k), op, rng)
         passes["tensor"] = op.passes + 1
     else:
         U = rng.standard_normal((d, k))
         U /= np.linalg.norm(U, axis=0)
+
+    A1, b1, units = U, np.zeros(k), []
+    if kept and bias_method != "zero":
+        A1, b1, units = _scales_and_biases(Xs, y_t, U, kept, activation, bias_method, rng)
+        passes["tensor"] += 1 + (bias_method == "fourier")
     lap("tensor")
 
-    A1, b1 = U, np.zeros(k)
     A2, b2, output_cond = _ridge_output(derivative(activation, Xs @ A1 + b1, 0), Y, ridge)
     passes["output_layer"] = 1
     lap("output_layer")
@@ -317,12 +402,15 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         "init": init,
         "task": task,
         "engine": dec.method if dec else None,
-        "moment_orders": [3] if dec else [],
+        "moment_orders": ([3] + [2] * bool(n_second)) if dec else [],
         "component_weights": dec.weights.tolist() if dec else None,
         "component_weight_gaps": (dec.weights[:-1] / np.maximum(dec.weights[1:], 1e-300)).tolist() if dec else None,
         "decomposition_residual": dec.residual if dec else None,
         "component_z": None if z is None else np.abs(z).tolist(),
         "trusted_components": kept,
+        "second_order_directions": n_second,
+        "bias_method": bias_method,
+        "unit_recovery": units,
         "third_moment_z": np.abs(z_final).tolist(),
         "units_without_third_moment": unseen,
         "input_condition_number": input_cond,
@@ -337,6 +425,28 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         "warnings": notes,
     }
     return network(A1, b1, A2, b2, _plain(diagnostics))
+
+
+def _flip_signs(Xr, Yr, A1, b1, activation, ridge, mse):
+    """Greedy sign flips (a_j, b_j) -> (-a_j, -b_j), each kept when the
+    refitted output layer lowers the training MSE. Sigmoid and tanh absorb
+    a flip into the output layer (sigma(-t) = 1 - sigma(t)); ReLU and
+    softplus do not (relu(-t) = relu(t) - t), and a unit of the wrong sign
+    is a local minimum of the refinement. Returns (A1, b1, flipped units)."""
+    flipped = []
+    Z = Xr @ A1 + b1
+    for j in range(A1.shape[1]):
+        Z[:, j] *= -1.0
+        A2, b2, _ = _ridge_output(derivative(activation, Z, 0), Yr, ridge)
+        trial = float(np.mean((derivative(activation, Z, 0) @ A2 + b2 - Yr) ** 2))
+        if trial < mse * (1 - 1e-6):
+            mse = trial
+            flipped.append(j)
+        else:
+            Z[:, j] *= -1.0
+    signs = np.ones(A1.shape[1])
+    signs[flipped] = -1.0
+    return A1 * signs, b1 * signs, flipped
 
 
 def _refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge, rng, on_step, stopped,
@@ -385,18 +495,36 @@ def _refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge
             A1, b1, A2, b2 = res.A1, res.b1, res.A2, res.b2
             if stopped() or mse <= floor or not improved or round_ == n_rounds - 1:
                 break
-            # Stalled above zero loss: the residual is itself a sum of units,
-            # and its third moment points at a direction the network misses.
-            # It replaces the unit that contributes least.
+            # Stalled above zero loss. First, units of the wrong sign.
+            A1, b1, flipped = _flip_signs(Xr, Yr, A1, b1, activation, ridge, mse)
+            if flipped:
+                A2, b2, _ = _ridge_output(derivative(activation, Xr @ A1 + b1, 0), Yr, ridge)
+                logger.debug("fit: round %d stalled at MSE %.3e; flipped units %s", round_, mse, flipped)
+                continue
+            # Else the residual is itself a sum of units,
+            # and its moments point at a direction the network misses: the
+            # top component of its third moment or the top eigenvector of
+            # its second, whichever stands further out of the noise. It
+            # replaces the unit that contributes least.
             S = derivative(activation, Xr @ A1 + b1, 0)
             residual = (Yr - S @ A2 - b2) @ rng.standard_normal(m)
+            residual_op = DataMoment(Xr, residual - residual.mean())
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                found = decompose(DataMoment(Xr, residual - residual.mean()), 1, random_state=rng)
-            weakest = int(np.argmin(np.linalg.norm(A2, axis=1) * S.std(axis=0)))
+                u3 = decompose(residual_op, 1, tol=1e-6, random_state=rng).factors
+            z3 = abs(_third_moment_z(Xr, residual_op.y, u3)[0]) / _visible_z(d, k)
+            u2, z2 = _second_moment_directions(residual_op, 1, np.zeros((d, 0)), rng)
+            direction = u3[:, 0] if z3 >= abs(z2[0]) / _second_order_z(d) else u2[:, 0]
+            # A unit active on (almost) every sample or none is affine or
+            # dead there (a ReLU drifting to a large norm and bias to make up
+            # for a unit of the wrong sign does this): it goes first.
+            active = np.mean(derivative(activation, Xr @ A1 + b1, 1) > 0, axis=0)
+            degenerate = np.flatnonzero((active < 0.01) | (active > 0.99)) if activation.name == "relu" else []
+            weakest = int(degenerate[0]) if len(degenerate) else int(np.argmin(np.linalg.norm(A2, axis=1)
+                                                                                * S.std(axis=0)))
             A1 = A1.copy()
             b1 = b1.copy()
-            A1[:, weakest], b1[weakest] = found.factors[:, 0], 0.0
+            A1[:, weakest], b1[weakest] = direction, 0.0
             A2, b2, _ = _ridge_output(derivative(activation, Xr @ A1 + b1, 0), Yr, ridge)
             logger.debug("fit: round %d stalled at MSE %.3e; re-seeded unit %d", round_, mse, weakest)
         mse, A1, b1, A2, b2, converged = best
