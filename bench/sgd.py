@@ -15,6 +15,7 @@ reported separately). Figures are medians over seeds.
 """
 
 import argparse
+import contextlib
 import math
 import re
 import statistics
@@ -130,7 +131,6 @@ def limit_threads(threads):
     """Give every library `threads` threads: BLAS/OpenMP through threadpoolctl
     (the returned context manager), Numba and PyTorch directly."""
     import numba
-    from threadpoolctl import threadpool_limits
 
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
@@ -139,6 +139,11 @@ def limit_threads(threads):
         torch = None
     if torch is not None:
         torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print(f"- threadpoolctl is not installed ({P.INSTALL_HINT} adds it): BLAS threads not limited", flush=True)
+        return contextlib.nullcontext()
     return threadpool_limits(limits=threads)
 
 
@@ -363,7 +368,7 @@ def run_scenario(name, scenario, methods, seeds, budget, grid, out):
                                {m: LABELS[m] for m in methods})
     if plot is not None:
         lines += ["", f"![error against time, {name}](img/{plot.name})"]
-    print("\n".join(lines[2:]), flush=True)
+    print("\n".join(lines[2 + len(missing):]), flush=True)
     scenario_record = {"bench": "sgd", "scenario": name, "kind": "summary", **scenario.__dict__, "seeds": seeds,
                        "budget_s": budget, "summary": summary, "warmup_s": warmups, "missing": missing,
                        "torch_configs": {m: _config_text(m, c) for m, c in configs.items()}}
@@ -388,6 +393,7 @@ def run(args):
         f"- date: {time.strftime('%Y-%m-%d %H:%M %z')}",
         f"- machine: {machine['cpu_model']}, os.cpu_count() = {machine['cpu_count']}; "
         f"Python {machine['python']}, numpy {machine['numpy']}, numba {machine['numba']}{_peer_versions()}",
+        f"- fastten: {fastten_source()}",
         f"- threads: {threads} for every method (threadpoolctl for BLAS/OpenMP, numba.set_num_threads, "
         "torch.set_num_threads)",
         f"- error: mean((f_hat(x) - f(x))^2) / Var(f(x)) over {N_TEST:,} test points, f the noise-free planted "
@@ -434,6 +440,21 @@ def _loadavg():
             return " ".join(fh.read().split()[:3])
     except OSError:
         return "unknown"
+
+
+def fastten_source():
+    """The commit of the checkout bench runs from, and whether fastten/ has uncommitted changes."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "fastten"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"commit {head}" + (" with uncommitted changes in fastten/" if dirty else "")
 
 
 def _peer_versions():
