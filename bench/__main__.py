@@ -7,13 +7,14 @@ and ``run(args)`` (as bench/kernels.py does), and add one line to COMMANDS.
 import argparse
 import sys
 
-from . import decompose, kernels, scaling, sgd
+from . import decompose, kernels, recovery, scaling, sgd
 
 COMMANDS = (
     kernels.add_parser,
     decompose.add_parser,
     sgd.add_parser,
     scaling.add_parser,
+    recovery.add_parser,
 )
 
 

@@ -461,9 +461,16 @@ def _refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge
     p = d * k + k + k * m + m
     rows = max(SUBSAMPLE_ROWS, SUBSAMPLE_PER_PARAMETER * p)
     stage_data = [(Xs, Y)]
+    validation = None
     if rows < n:
-        keep = np.sort(rng.choice(n, size=rows, replace=False))
+        order = rng.permutation(n)
+        keep = np.sort(order[:rows])
         stage_data.insert(0, (Xs[keep], Y[keep]))
+        # Rounds on the subsample are compared on rows outside it: with
+        # noisy labels and few rows per parameter, the subsample has minima
+        # that fit it better than the truth does and generalise worse.
+        held = np.sort(order[rows: 2 * rows])
+        validation = (Xs[held], Y[held])
     for index, (Xr, Yr) in enumerate(stage_data):
         last_stage = index == len(stage_data) - 1
         rows_r = Xr.shape[0]
@@ -480,18 +487,22 @@ def _refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge
             res = _refine.refine(Xr, Yr, A1, b1, A2, b2, activation, max_iter=max_iter, tol=tol, rng=rng,
                                  callback=on_step)
             mse = 2 * res.losses[-1] / m
+            score = mse
+            if validation is not None and not last_stage:
+                Xv, Yv = validation
+                score = float(np.mean((derivative(activation, Xv @ res.A1 + res.b1, 0) @ res.A2 + res.b2 - Yv) ** 2))
             record["iterations"] += res.n_iter
             record["cg"] += res.n_cg
             record["passes"] += res.n_passes
             record["grams"] += res.n_gram
             rounds.append({"stage": index, "iterations": res.n_iter, "cg": res.n_cg, "mse": mse,
-                           "converged": res.converged})
-            # A re-seeded round that does not beat the best by more than the
-            # statistical resolution (2 p / rows, relative) ends the rounds:
-            # on noisy labels the first round usually ends at the optimum.
-            improved = best is None or mse < best[0] * (1 - 2 * p / rows_r)
-            if best is None or mse < best[0]:
-                best = (mse, res.A1, res.b1, res.A2, res.b2, res.converged)
+                           "validation_mse": score if score is not mse else None, "converged": res.converged})
+            # A re-seeded round that does not beat the best by 0.1% ends the
+            # rounds: on noisy labels the first round usually ends at the
+            # optimum, and the second confirms it.
+            improved = best is None or score < best[0] * (1 - 1e-3)
+            if best is None or score < best[0]:
+                best = (score, res.A1, res.b1, res.A2, res.b2, res.converged)
             A1, b1, A2, b2 = res.A1, res.b1, res.A2, res.b2
             if stopped() or mse <= floor or not improved or round_ == n_rounds - 1:
                 break
@@ -527,8 +538,8 @@ def _refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge
             A1[:, weakest], b1[weakest] = direction, 0.0
             A2, b2, _ = _ridge_output(derivative(activation, Xr @ A1 + b1, 0), Yr, ridge)
             logger.debug("fit: round %d stalled at MSE %.3e; re-seeded unit %d", round_, mse, weakest)
-        mse, A1, b1, A2, b2, converged = best
-        record.update(mse=mse, converged=converged)
+        score, A1, b1, A2, b2, converged = best
+        record.update(mse=score, converged=converged)
         stages.append(record)
         if stopped():
             break
