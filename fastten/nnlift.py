@@ -449,6 +449,48 @@ def _flip_signs(Xr, Yr, A1, b1, activation, ridge, mse):
     return A1 * signs, b1 * signs, flipped
 
 
+def _restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, skip, rng):
+    """A new start after a round stalled above zero loss at (A1, b1, A2, b2).
+
+    First, units of the wrong sign (``_flip_signs``). Else the residual is
+    itself a sum of units, and its moments point at a direction the network
+    misses: the top component of its third moment or the top eigenvector of
+    its second, whichever stands further out of the noise. It replaces the
+    least useful unit (|a2_j| times the spread of its output) after skipping
+    ``skip`` of them (a repeated stall tries another unit); for ReLU, a unit
+    active on (almost) every sample or none goes first: it is affine or dead
+    there (a ReLU drifts to a large norm and bias to make up for a unit of
+    the wrong sign).
+    """
+    n, d = Xr.shape
+    k, m = A2.shape
+    mse = float(np.mean((derivative(activation, Xr @ A1 + b1, 0) @ A2 + b2 - Yr) ** 2))
+    A1, b1, flipped = _flip_signs(Xr, Yr, A1, b1, activation, ridge, mse)
+    if flipped:
+        logger.debug("fit: stalled at MSE %.3e; flipped units %s", mse, flipped)
+    else:
+        S = derivative(activation, Xr @ A1 + b1, 0)
+        residual = (Yr - S @ A2 - b2) @ rng.standard_normal(m)
+        op = DataMoment(Xr, residual - residual.mean())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            u3 = decompose(op, 1, tol=1e-6, random_state=rng).factors
+        z3 = abs(_third_moment_z(Xr, op.y, u3)[0]) / _visible_z(d, k)
+        u2, z2 = _second_moment_directions(op, 1, np.zeros((d, 0)), rng)
+        direction = u3[:, 0] if z3 >= abs(z2[0]) / _second_order_z(d) else u2[:, 0]
+        order = list(np.argsort(np.linalg.norm(A2, axis=1) * S.std(axis=0)))
+        if activation.name == "relu":
+            active = np.mean(derivative(activation, Xr @ A1 + b1, 1) > 0, axis=0)
+            degenerate = [j for j in order if not 0.01 <= active[j] <= 0.99]
+            order = degenerate + [j for j in order if j not in degenerate]
+        unit = int(order[skip % k])
+        A1, b1 = A1.copy(), b1.copy()
+        A1[:, unit], b1[unit] = direction, 0.0
+        logger.debug("fit: stalled at MSE %.3e; re-seeded unit %d", mse, unit)
+    A2, b2, _ = _ridge_output(derivative(activation, Xr @ A1 + b1, 0), Yr, ridge)
+    return A1, b1, A2, b2
+
+
 def _refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge, rng, on_step, stopped,
                     rounds, stages):
     """Levenberg-Marquardt rounds on a subsample of rows, then on all rows.
@@ -483,6 +525,7 @@ def _refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge
         # convergence.
         tol = 1e-3 * p / rows_r
         best, record = None, {"rows": rows_r, "iterations": 0, "cg": 0, "passes": 0, "grams": 0}
+        failures = 0
         for round_ in range(1 if last_stage and index > 0 else n_rounds):
             res = _refine.refine(Xr, Yr, A1, b1, A2, b2, activation, max_iter=max_iter, tol=tol, rng=rng,
                                  callback=on_step)
@@ -497,47 +540,20 @@ def _refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge
             record["grams"] += res.n_gram
             rounds.append({"stage": index, "iterations": res.n_iter, "cg": res.n_cg, "mse": mse,
                            "validation_mse": score if score is not mse else None, "converged": res.converged})
-            # A re-seeded round that does not beat the best by 0.1% ends the
-            # rounds: on noisy labels the first round usually ends at the
-            # optimum, and the second confirms it.
-            improved = best is None or score < best[0] * (1 - 1e-3)
+            # Two rounds in a row that do not beat the best by 0.1% end the
+            # rounds (on noisy labels the first round usually ends at the
+            # optimum, and the next two confirm it); each failure re-seeds
+            # the next least useful unit, from the best network.
+            if best is None or score < best[0] * (1 - 1e-3):
+                failures = 0
+            else:
+                failures += 1
             if best is None or score < best[0]:
                 best = (score, res.A1, res.b1, res.A2, res.b2, res.converged)
-            A1, b1, A2, b2 = res.A1, res.b1, res.A2, res.b2
-            if stopped() or mse <= floor or not improved or round_ == n_rounds - 1:
+            if stopped() or mse <= floor or failures == 2 or round_ == n_rounds - 1:
                 break
-            # Stalled above zero loss. First, units of the wrong sign.
-            A1, b1, flipped = _flip_signs(Xr, Yr, A1, b1, activation, ridge, mse)
-            if flipped:
-                A2, b2, _ = _ridge_output(derivative(activation, Xr @ A1 + b1, 0), Yr, ridge)
-                logger.debug("fit: round %d stalled at MSE %.3e; flipped units %s", round_, mse, flipped)
-                continue
-            # Else the residual is itself a sum of units,
-            # and its moments point at a direction the network misses: the
-            # top component of its third moment or the top eigenvector of
-            # its second, whichever stands further out of the noise. It
-            # replaces the unit that contributes least.
-            S = derivative(activation, Xr @ A1 + b1, 0)
-            residual = (Yr - S @ A2 - b2) @ rng.standard_normal(m)
-            residual_op = DataMoment(Xr, residual - residual.mean())
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                u3 = decompose(residual_op, 1, tol=1e-6, random_state=rng).factors
-            z3 = abs(_third_moment_z(Xr, residual_op.y, u3)[0]) / _visible_z(d, k)
-            u2, z2 = _second_moment_directions(residual_op, 1, np.zeros((d, 0)), rng)
-            direction = u3[:, 0] if z3 >= abs(z2[0]) / _second_order_z(d) else u2[:, 0]
-            # A unit active on (almost) every sample or none is affine or
-            # dead there (a ReLU drifting to a large norm and bias to make up
-            # for a unit of the wrong sign does this): it goes first.
-            active = np.mean(derivative(activation, Xr @ A1 + b1, 1) > 0, axis=0)
-            degenerate = np.flatnonzero((active < 0.01) | (active > 0.99)) if activation.name == "relu" else []
-            weakest = int(degenerate[0]) if len(degenerate) else int(np.argmin(np.linalg.norm(A2, axis=1)
-                                                                                * S.std(axis=0)))
-            A1 = A1.copy()
-            b1 = b1.copy()
-            A1[:, weakest], b1[weakest] = direction, 0.0
-            A2, b2, _ = _ridge_output(derivative(activation, Xr @ A1 + b1, 0), Yr, ridge)
-            logger.debug("fit: round %d stalled at MSE %.3e; re-seeded unit %d", round_, mse, weakest)
+            _, A1, b1, A2, b2, _ = best
+            A1, b1, A2, b2 = _restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, failures, rng)
         score, A1, b1, A2, b2, converged = best
         record.update(mse=score, converged=converged)
         stages.append(record)
