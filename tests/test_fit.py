@@ -1,10 +1,12 @@
 """fit(), its refinement and the network object. Work in progress toward
 issue #4: the recovery bars of that issue are not tested here yet."""
 
+import json
 import warnings
 
 import numpy as np
 import pytest
+from scipy.optimize import linear_sum_assignment
 
 from fastten import _refine
 from fastten._refine import refine
@@ -188,6 +190,7 @@ y = np.random.default_rng(1).standard_normal(600)
     ((X, y, 2), {"ridge": -1.0}, ValueError, r"ridge: expected a number >= 0, got -1.0"),
     ((X, y, 2), {"callback": 5}, TypeError, r"callback: expected None or a callable, got int"),
     ((X, y, 2), {"activation": 3}, TypeError, r"activation: expected a name"),
+    ((X, y, 2), {"bias_method": "paper"}, ValueError, r"bias_method: expected one of \('moments', 'fourier', 'zero'\)"),
 ])
 def test_bad_input(args, kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -226,3 +229,49 @@ def test_gauss_newton_product_kernel_matches_dense_jacobian(n, m):
                                atol=1e-12 * n)
     H, _ = _refine._subsample_gram(X, state, np.arange(n), net)
     np.testing.assert_allclose(H, J.T @ J / n, rtol=1e-12, atol=1e-12 * np.abs(H).max())
+
+
+def test_same_seed_same_network_and_generator_accepted():
+    net = make_planted_network(20_000, 8, 3, noise=0.05, random_state=3)
+    a = fit(net.X, net.y, 3, random_state=7)
+    b = fit(net.X, net.y, 3, random_state=np.random.default_rng(7))
+    np.testing.assert_array_equal(a.A1, b.A1)
+    np.testing.assert_array_equal(a.a2, b.a2)
+    assert json.loads(json.dumps(a.diagnostics))["init"] == "tensor"  # plain JSON values
+    for key in ("engine", "moment_orders", "component_weights", "component_weight_gaps", "trusted_components",
+                "third_moment_z", "input_condition_number", "output_layer_condition_number",
+                "refinement_iterations", "training_mse", "data_passes", "times", "warnings"):
+        assert key in a.diagnostics
+
+
+def test_units_the_third_moment_cannot_see_are_reported():
+    # ReLU units with zero bias have E[relu'''] = 0: the third moment does
+    # not see them. Without refinement the fit says so; the second moment,
+    # which sees them, supplies their starting directions.
+    net = make_planted_network(50_000, 6, 2, activation="relu", bias_range=(0.0, 0.0), random_state=1)
+    with pytest.warns(IdentifiabilityWarning, match="no detectable third moment"):
+        model = fit(net.X, net.y, 2, activation="relu", refine=False, random_state=0)
+    assert model.diagnostics["units_without_third_moment"] == [0, 1]
+    assert model.diagnostics["trusted_components"] == []
+    assert model.diagnostics["second_order_directions"] == 2
+    assert 2 in model.diagnostics["moment_orders"]
+
+
+def test_tensor_stage_alone_finds_the_directions():
+    # refine=False: the directions come from the moments only. d=10, k=3,
+    # n=3e5: measured worst |cos| 0.989-0.998 over seeds 0-4; the issue's bar
+    # is 0.9.
+    net = make_planted_network(300_000, 10, 3, random_state=0)
+    model = fit(net.X, net.y, 3, refine=False, random_state=0)
+    cos = np.abs((model.A1 / np.linalg.norm(model.A1, axis=0)).T @ net.A1)
+    rows, cols = linear_sum_assignment(-cos)
+    assert cos[rows, cols].min() >= 0.9
+    assert model.diagnostics["refinement_iterations"] == 0
+
+
+@pytest.mark.parametrize("bias_method", ["moments", "fourier", "zero"])
+def test_bias_methods_all_reach_the_network(bias_method):
+    net = make_planted_network(30_000, 8, 3, random_state=2)
+    model = fit(net.X, net.y, 3, bias_method=bias_method, random_state=0)
+    assert model.diagnostics["bias_method"] == bias_method
+    assert np.mean((model.predict(net.X_test) - net.f_test) ** 2) / np.var(net.f_test) <= 1e-12
