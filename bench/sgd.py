@@ -262,10 +262,12 @@ def summarise(records):
 
 
 def _warning_kinds(runs):
-    """Distinct warnings, numbers replaced by '#', with the number of runs that raised each."""
+    """Distinct warnings, numbers replaced by '#' and lists by '[...]', with
+    the number of runs that raised each."""
     kinds = {}
     for r in runs:
-        for kind in {re.sub(r"\d+(\.\d+)?(e-?\d+)?", "#", w) for w in r["warnings"]}:
+        for kind in {re.sub(r"\d+(\.\d+)?(e-?\d+)?", "#", re.sub(r"\[[^\]]*\]", "[...]", w))
+                     for w in r["warnings"]}:
             kinds[kind] = kinds.get(kind, 0) + 1
     return [f"{kind} ({count}/{len(runs)} runs)" for kind, count in sorted(kinds.items())]
 
