@@ -121,14 +121,73 @@ def _subsample_gram(X, state, rows, net):
     return H, np.maximum(np.diag(H).copy(), 1e-12)
 
 
-def _factor(H, diag, mu):
-    A = H.copy()
-    A[np.diag_indices_from(A)] += mu * diag + 1e-12 * diag.max()
-    return scipy.linalg.cho_factor(A)
+class _FullPreconditioner:
+    """(J^T J / r + mu D)^{-1} with the whole p x p Gram matrix of r rows:
+    O(r p^2) to build, O(p^3) to factor, p^2 memory."""
+
+    def __init__(self, X, state, rows, net):
+        self.H, self.diag = _subsample_gram(X, state, rows, net)
+
+    def damp(self, mu):
+        A = self.H.copy()
+        A[np.diag_indices_from(A)] += mu * self.diag + 1e-12 * self.diag.max()
+        factor = scipy.linalg.cho_factor(A)
+        return lambda v: scipy.linalg.cho_solve(factor, v)
+
+
+class _BlockPreconditioner:
+    """The same with only the diagonal blocks of J^T J / r: one (d+1) block per
+    hidden unit over (A1[:, j], b1_j), and one (k+1) block, shared by the
+    outputs, over (A2[:, c], b2_c). O(r k d^2) to build, O(k d^3) to factor,
+    k d^2 memory: for large p = dk, where the full matrix is too big; the
+    CG iterations then also correct the coupling between units."""
+
+    def __init__(self, X, state, rows, net):
+        d, k, m = net.d, net.k, net.m
+        r = rows.shape[0]
+        X1 = np.hstack([X[rows], np.ones((r, 1))])
+        w = state.D[rows] ** 2 * np.sum(state.A2 ** 2, axis=1)
+        self.units = np.stack([(X1 * w[:, j: j + 1]).T @ X1 / r for j in range(k)])
+        S1 = np.hstack([state.S[rows], np.ones((r, 1))])
+        self.out = S1.T @ S1 / r
+        self.net = net
+        unit_diag = np.diagonal(self.units, axis1=1, axis2=2)
+        self.diag = np.maximum(net.pack(unit_diag[:, :d].T, unit_diag[:, d],
+                                        np.repeat(np.diag(self.out)[:k, None], m, axis=1),
+                                        np.full(m, self.out[k, k])), 1e-12)
+
+    def damp(self, mu):
+        net = self.net
+        d, k, m = net.d, net.k, net.m
+        eps = 1e-12 * self.diag.max()
+        DA, Db1, DA2, Db2 = net.unpack(mu * self.diag + eps)
+        unit_factors = []
+        for j in range(k):
+            A = self.units[j].copy()
+            A[np.diag_indices(d + 1)] += np.append(DA[:, j], Db1[j])
+            unit_factors.append(scipy.linalg.cho_factor(A))
+        out = self.out.copy()
+        out[np.diag_indices(k + 1)] += np.append(DA2[:, 0], Db2[0])  # equal for every output
+        out_factor = scipy.linalg.cho_factor(out)
+
+        def solve(v):
+            VA, vb1, VA2, vb2 = net.unpack(v)
+            XA, xb1 = np.empty_like(VA), np.empty_like(vb1)
+            for j in range(k):
+                z = scipy.linalg.cho_solve(unit_factors[j], np.append(VA[:, j], vb1[j]))
+                XA[:, j], xb1[j] = z[:d], z[d]
+            Z = scipy.linalg.cho_solve(out_factor, np.vstack([VA2, vb2[None, :]]))
+            return net.pack(XA, xb1, Z[:k], Z[k])
+
+        return solve
+
+
+# Parameters up to which the preconditioner holds the whole Gram matrix.
+FULL_PRECONDITIONER_MAX = 1200
 
 
 def refine(X, Y, A1, b1, A2, b2, activation, *, max_iter=50, tol=1e-12, max_cg=50, cg_tol=0.1,
-           n_precondition=2048, refresh_cg=10, project=True, rng, callback=None):
+           n_precondition=2048, refresh_cg=10, project=True, block=None, rng, callback=None):
     """Minimise sum((F(X) - Y)^2) / (2 n) from the given network.
 
     Y is (n, m) and A2 (k, m). The preconditioner's Gram matrix (the
@@ -147,16 +206,18 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, max_iter=50, tol=1e-12, max_cg=5
     losses, mu, n_cg, passes, it = [state.loss], 1e-3, 0, 1, 0
     converged = state.loss <= floor
     gram, g, g0, used, n_gram = None, None, None, 0, 0
+    if block is None:
+        block = net.size > FULL_PRECONDITIONER_MAX
+    preconditioner = _BlockPreconditioner if block else _FullPreconditioner
     while not converged and it < max_iter:
         it += 1
         if g is None:
             g = _gradient(X, state, net) / n
             passes += 1
         if gram is None or used > refresh_cg:
-            gram = _subsample_gram(X, state, rows, net)
+            gram = preconditioner(X, state, rows, net)
             n_gram += 1
-        H, diag = gram
-        factor = _factor(H, diag, mu)
+        diag, precondition = gram.diag, gram.damp(mu)
 
         def hvp(v):
             return _gn_product(X, state, v, net) / n + mu * diag * v
@@ -166,7 +227,7 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, max_iter=50, tol=1e-12, max_cg=5
         g_norm = np.linalg.norm(g)
         g0 = g_norm if g0 is None else g0
         rtol = min(cg_tol, np.sqrt(g_norm / g0))
-        delta, residual, used = _pcg(hvp, -g, lambda v: scipy.linalg.cho_solve(factor, v), max_cg, rtol)
+        delta, residual, used = _pcg(hvp, -g, precondition, max_cg, rtol)
         n_cg += used
         passes += used + 1
         # The model's decrease -g.delta - delta.J^TJ.delta / 2, with J^TJ delta

@@ -275,3 +275,32 @@ def test_bias_methods_all_reach_the_network(bias_method):
     model = fit(net.X, net.y, 3, bias_method=bias_method, random_state=0)
     assert model.diagnostics["bias_method"] == bias_method
     assert np.mean((model.predict(net.X_test) - net.f_test) ** 2) / np.var(net.f_test) <= 1e-12
+
+
+@pytest.mark.parametrize("m", [1, 2])
+def test_block_preconditioner_holds_the_diagonal_blocks_of_the_gram_matrix(m):
+    rng = np.random.default_rng(m)
+    n, d, k = 500, 4, 3
+    X = rng.standard_normal((n, d))
+    net = _refine._Net(d, k, m)
+    state = _refine._State(X, rng.standard_normal((n, m)), rng.standard_normal(net.size), net, "sigmoid")
+    rows = np.arange(n)
+    full = _refine._FullPreconditioner(X, state, rows, net)
+    block = _refine._BlockPreconditioner(X, state, rows, net)
+    np.testing.assert_allclose(block.diag, full.diag, rtol=1e-12)
+    # The block solve equals the full solve with the off-block entries zeroed.
+    unit = np.concatenate([np.repeat(np.arange(k), d), np.arange(k),
+                           k + np.tile(np.arange(m), k), k + np.arange(m)])
+    masked = np.where(unit[:, None] == unit[None, :], full.H, 0.0)
+    masked[np.diag_indices_from(masked)] += 0.1 * full.diag + 1e-12 * full.diag.max()
+    v = rng.standard_normal(net.size)
+    np.testing.assert_allclose(block.damp(0.1)(v), np.linalg.solve(masked, v), rtol=1e-9)
+
+
+def test_refinement_with_the_block_preconditioner_converges_too():
+    net = make_planted_network(20_000, 10, 3, random_state=0)
+    rng = np.random.default_rng(1)
+    A1 = net.A1 + 0.05 * rng.standard_normal(net.A1.shape)
+    res = refine(net.X, net.y[:, None], A1, net.b1 + 0.05, net.a2[:, None] * 1.1, np.array([0.05]), "sigmoid",
+                 block=True, rng=rng)
+    assert res.converged and res.losses[-1] <= 1e-20 * np.var(net.y)
