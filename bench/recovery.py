@@ -44,6 +44,7 @@ SCENARIOS = {
     "random-init-d50": (100_000, 50, 10, {}, {"init": "random"}, "exact"),
     "tensor-only-d20": (1_000_000, 20, 5, {}, {"refine": False}, "cos0.9"),
     "noisy-d50": (100_000, 50, 10, {"noise": 0.1}, {}, "excess"),
+    "noisy-random-init-d50": (100_000, 50, 10, {"noise": 0.1}, {"init": "random"}, "excess"),
     "affine-d20": (20_000, 20, 5, {"affine": True}, {}, "exact"),
     "affine-d50": (100_000, 50, 10, {"affine": True}, {}, "exact"),
     "tanh-d20": (20_000, 20, 5, {"activation": "tanh"}, {}, "exact"),
