@@ -304,3 +304,19 @@ def test_refinement_with_the_block_preconditioner_converges_too():
     res = refine(net.X, net.y[:, None], A1, net.b1 + 0.05, net.a2[:, None] * 1.1, np.array([0.05]), "sigmoid",
                  block=True, rng=rng)
     assert res.converged and res.losses[-1] <= 1e-20 * np.var(net.y)
+
+
+def test_fit_limits_blas_threads_while_it_runs_and_restores_them():
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="blas_threads acts through threadpoolctl")
+    before = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    seen = []
+
+    def watch(network, info):
+        seen.append([p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"])
+
+    net = make_planted_network(5_000, 5, 2, random_state=0)
+    fit(net.X, net.y, 2, random_state=0, callback=watch, max_iter=2)
+    assert seen and all(threads == [1] * len(before) for threads in seen)
+    assert [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"] == before
+    with pytest.raises(ValueError, match=r"blas_threads: expected an integer >= 1, got 0"):
+        fit(net.X, net.y, 2, blas_threads=0)
