@@ -478,8 +478,11 @@ def _flip_signs(Xr, Yr, A1, b1, activation, ridge, mse):
     return A1 * signs, b1 * signs, flipped
 
 
-def _restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, skip, rng):
-    """A new start after a round stalled above zero loss at (A1, b1, A2, b2).
+def _restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, skip, rng, full=None):
+    """A new start after a round stalled above zero loss at (A1, b1, A2, b2),
+    fitted on (Xr, Yr). The residual's moments come from ``full`` = (X, Y),
+    all the rows, when given: a unit the network misses may stand out of the
+    noise of n rows and not of a subsample's.
 
     First, units of the wrong sign (``_flip_signs``). Else the residual is
     itself a sum of units, and its moments point at a direction the network
@@ -499,12 +502,13 @@ def _restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, skip, rng):
         logger.debug("fit: stalled at MSE %.3e; flipped units %s", mse, flipped)
     else:
         S = derivative(activation, Xr @ A1 + b1, 0)
-        residual = (Yr - S @ A2 - b2) @ rng.standard_normal(m)
-        op = DataMoment(Xr, residual - residual.mean())
+        Xm, Ym = full if full is not None else (Xr, Yr)
+        residual = (Ym - derivative(activation, Xm @ A1 + b1, 0) @ A2 - b2) @ rng.standard_normal(m)
+        op = DataMoment(Xm, residual - residual.mean())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             u3 = decompose(op, 1, tol=1e-6, random_state=rng).factors
-        z3 = abs(_third_moment_z(Xr, op.y, u3)[0]) / _visible_z(d, k)
+        z3 = abs(_third_moment_z(Xm, op.y, u3)[0]) / _visible_z(d, k)
         u2, z2 = _second_moment_directions(op, 1, np.zeros((d, 0)), rng)
         direction = u3[:, 0] if z3 >= abs(z2[0]) / _second_order_z(d) else u2[:, 0]
         order = list(np.argsort(np.linalg.norm(A2, axis=1) * S.std(axis=0)))
@@ -582,7 +586,7 @@ def _refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge
             if stopped() or mse <= floor or failures == 2 or round_ == n_rounds - 1:
                 break
             _, A1, b1, A2, b2, _ = best
-            A1, b1, A2, b2 = _restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, failures, rng)
+            A1, b1, A2, b2 = _restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, failures, rng, full=(Xs, Y))
         score, A1, b1, A2, b2, converged = best
         record.update(mse=score, converged=converged)
         stages.append(record)

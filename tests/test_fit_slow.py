@@ -64,8 +64,8 @@ def test_affine_inputs_exact_after_mapping_back():
 
 def test_tensor_stage_alone_at_a_million_samples():
     # refine=False, d=20, k=5, n=10^6: the issue asks worst |cos| >= 0.9 in
-    # 18 of 20 seeds; five seeds here, all of which must pass (measured
-    # 0.982-0.994 on seeds 0-2).
+    # 18 of 20 seeds; five seeds here, all of which must pass (measured: 20
+    # of 20, the lowest 0.925, median 0.989).
     for seed in range(5):
         net, model = fitted(1_000_000, 20, 5, seed, refine=False)
         assert worst_cos(model.A1, net.A1) >= 0.9
@@ -90,3 +90,16 @@ def test_classification_within_a_point_of_bayes():
         p = net.f_test
         ours = np.mean(np.where(model.predict_class(net.X_test) == 1, p, 1 - p))
         assert np.mean(np.maximum(p, 1 - p)) - ours <= 0.01
+
+
+@pytest.mark.parametrize("activation, make, passing", [
+    # Below the issue's bar (19 of 20): measured 15/20 for ReLU with |b1| in
+    # [0.3, 1] and 14/20 for softplus (docs/benchmarks.md). These guard the
+    # seeds that pass today (0-9 minus the measured failures) against
+    # regressions; they are not the bar.
+    ("relu", {"activation": "relu", "bias_range": (0.3, 1.0)}, [0, 2, 3, 4, 8, 9]),
+    ("softplus", {"activation": "softplus"}, [0, 2, 3, 4, 6, 7, 8]),
+])
+def test_relu_and_softplus_seeds_that_pass_keep_passing(activation, make, passing):
+    failed = [seed for seed in passing if not exact(*fitted(20_000, 20, 5, seed, make, activation=activation))]
+    assert failed == []
