@@ -2,7 +2,8 @@
 
 Layers, imports pointing one way: ``fastten._kernels`` (Numba and BLAS sums
 over samples) -> algorithms (``moments``, ``operators``, ``sketch``, the
-decomposition engines) -> public surface (``decompose``, ``datasets``).
+decomposition engines, ``_bias``, ``_refine``) -> public surface (``fit``,
+``decompose``, ``TwoLayerNet``, ``datasets``).
 Importing fastten compiles nothing: kernels compile on first use and are
 cached on disk.
 """
@@ -14,6 +15,7 @@ from .nnlift import IdentifiabilityWarning, fit
 
 __version__ = "0.1.0.dev0"
 __all__ = [
-    "fit", "TwoLayerNet", "IdentifiabilityWarning", "decompose", "Decomposition", "ConvergenceWarning", "RankWarning", "WhiteningError",
+    "fit", "TwoLayerNet", "IdentifiabilityWarning",
+    "decompose", "Decomposition", "ConvergenceWarning", "RankWarning", "WhiteningError",
     "activations", "datasets", "moments", "operators", "sketch", "__version__",
 ]

@@ -164,7 +164,8 @@ def test_float32_close_to_float64(name, shape):
 
 def test_result_independent_of_blas_thread_count():
     # threadpoolctl comes with the test extra; without it the thread count cannot be set.
-    threadpoolctl = pytest.importorskip("threadpoolctl", reason="the thread count is set through threadpoolctl (in the test extra)")
+    threadpoolctl = pytest.importorskip("threadpoolctl",
+                                        reason="the thread count is set through threadpoolctl (in the test extra)")
     X, y, U, t = problem(3, 3 * K.BLOCK + 5, 96, 24)
     runs = []
     for limit in (1, None):
