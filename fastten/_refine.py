@@ -192,10 +192,14 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, max_iter=50, tol=1e-12, max_cg=5
 
     Y is (n, m) and A2 (k, m). The preconditioner's Gram matrix (the
     dominant cost on a small n) is recomputed at the current network only
-    when the last solve needed more than ``refresh_cg`` CG iterations. ``callback(A1, b1, A2, b2, loss)``, if given,
-    is called after every accepted step; returning True stops there.
-    Converged means the relative decrease of a step fell below ``tol``, the
-    loss reached 1e-30 of the labels' variance, or no step could decrease it.
+    when the last solve needed more than ``refresh_cg`` CG iterations;
+    ``block`` (None: above FULL_PRECONDITIONER_MAX parameters) keeps only
+    its diagonal blocks. ``project`` replaces the output layer by its least
+    squares optimum after each accepted step. ``callback(A1, b1, A2, b2,
+    loss)``, if given, is called after every accepted step; returning True
+    stops there. Converged means the relative decrease of a step fell below
+    ``tol``, the loss reached 1e-30 of the labels' variance, or no step could
+    decrease it.
     """
     n, d = X.shape
     k, m = A2.shape
