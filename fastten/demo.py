@@ -41,8 +41,9 @@ def main(n=100_000, d=50, k=10, seed=0):
                                                   if stage != "total"))
     print(f"tensor stage: engine '{dg['engine']}', {len(dg['trusted_components'])} of {k} directions trusted "
           f"from the third moment, {dg['second_order_directions']} from the second")
-    print(f"refinement: {dg['refinement_iterations']} Levenberg-Marquardt iterations, "
-          f"{sum(dg['data_passes'].values())} passes over (sub)samples")
+    print(f"refinement: {dg['refinement_iterations']} Levenberg-Marquardt iterations; "
+          f"{sum(dg['data_passes'].values()):.0f} passes over the data in all "
+          f"(a pass over a subsample counts as its share of the rows)")
     print(f"worst matched |cos(fitted a_j, planted a_j)|: {cos[rows, cols].min():.8f}")
     print(f"test MSE / Var(test outputs): {mse:.2e}")
 
