@@ -35,14 +35,12 @@ For sources with |s| in [0.1, 3], |b| <= 1.5 no second exact solution was
 found in [0.1, 5] x [-4, 4] (grid search on the direction of (c1, c2, c3);
 for sigmoid and softplus also in [5, 12] x [-8, 8]).
 
-Expectations are computed by a trapezoidal rule in g (801 nodes, step
-0.025, on [-10, 10]), spectrally accurate for these analytic integrands:
-against adaptive quadrature, relative error <= 1e-13 for |s| <= 8 (tanh,
-whose poles are nearest the real axis, degrades to 5e-5 at |s| = 12; hence
-the bound 8). The 200-node Gauss-Hermite rule of
-:func:`fastten.activations.gaussian_expectation` is too coarse to invert
-for wide Gaussians (tanh: 2.5e-5 at sd = 2, 2e-2 at sd = 3; sigmoid: 1e-3
-at sd = 5).
+Expectations are computed by the trapezoidal rule of
+:func:`fastten.activations.gaussian_expectation` (801 nodes, step 0.025, on
+[-10, 10]), spectrally accurate for these analytic integrands: against
+adaptive quadrature, relative error <= 1e-13 for |s| <= 8 (tanh, whose
+poles are nearest the real axis, degrades to 5e-5 at |s| = 12; hence the
+bound 8).
 """
 
 import functools
@@ -54,14 +52,12 @@ from scipy.special import betainc, betaincinv, gammaln
 
 from ._random import check_random_state
 from ._validation import check_int, check_labels, check_samples, check_vectors
-from .activations import ACTIVATIONS, derivative, get_activation
+from .activations import ACTIVATIONS, QUADRATURE_NODES, QUADRATURE_WEIGHTS, derivative, get_activation
 
 __all__ = ["UnitEstimates", "FourierBiases", "moment_coefficients", "scales_biases_from_moments",
            "recover_units", "fourier_biases"]
 
-_STEP = 0.025
-_NODES = np.arange(-10.0, 10.0 + _STEP / 2, _STEP)
-_WEIGHTS = _STEP * np.exp(-0.5 * _NODES ** 2) / math.sqrt(2.0 * math.pi)
+_NODES, _WEIGHTS = QUADRATURE_NODES, QUADRATURE_WEIGHTS
 
 # Activations with sigma(-t) = const - sigma(t): (s, b, a2) ~ (-s, -b, -a2).
 _ODD_SYMMETRIC = (ACTIVATIONS["sigmoid"], ACTIVATIONS["tanh"])
