@@ -384,9 +384,9 @@ def run(args):
     seeds = args.seeds or mode["seeds"]
     budget = args.budget or mode["budget"]
     grid = GRIDS["full" if args.full else "quick"]
-    threads = args.threads or T.machine_info()["cpu_count"] or 1
-    command = command_line(args)
     machine = T.machine_info()
+    threads = args.threads or machine["cpu_count"] or 1
+    command = command_line(args)
     steal0 = T.cpu_steal_s()
     load0 = _loadavg()
     header = [

@@ -189,8 +189,9 @@ def _select_directions(U, z, threshold, op, rng):
     do not repeat a kept one (|cos| > DUPLICATE_COS), strongest first; fill
     the other units with significant directions of the second moment off
     the kept ones (``_second_moment_directions``), then with random unit
-    directions orthogonal to all of those. Returns the directions and the
-    lists of third- and second-order columns used.
+    directions orthogonal to all of those. Returns the directions (the
+    kept ones first), the kept columns' indices in U, and the number of
+    second-order directions used.
     """
     d, k = U.shape
     kept = []
