@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fastten.datasets import make_planted_network
+from fastten.datasets import DATA_STREAM, make_planted_network
 
 
 def test_planted_network_shapes_and_ranges():
@@ -21,11 +21,26 @@ def test_same_seed_same_problem_and_generator_advances():
     b = make_planted_network(50, 4, 2, random_state=3)
     np.testing.assert_array_equal(a.X, b.X)
     np.testing.assert_array_equal(a.A1, b.A1)
-    g = np.random.default_rng(3)
+    g = np.random.default_rng(np.random.SeedSequence(3, spawn_key=(DATA_STREAM,)))
     c = make_planted_network(50, 4, 2, random_state=g)
     d = make_planted_network(50, 4, 2, random_state=g)
     np.testing.assert_array_equal(c.A1, a.A1)
     assert not np.array_equal(c.A1, d.A1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_int_seed_stream_is_not_the_one_fit_draws_from(seed):
+    # fit(random_state=seed, init="random") draws one normal, then its unit
+    # directions, from default_rng(seed). When the planted network used that
+    # stream too, those directions were the planted ones shifted by one
+    # column (|cos| = 1). Independent directions in d=50: each |cos| has sd
+    # 0.14, so the largest of 100 stays below 0.7 (5 sd).
+    net = make_planted_network(100, 50, 10, random_state=seed)
+    fit_rng = np.random.default_rng(seed)
+    fit_rng.standard_normal(1)
+    U = fit_rng.standard_normal((50, 10))
+    cos = (U / np.linalg.norm(U, axis=0)).T @ (net.A1 / np.linalg.norm(net.A1, axis=0))
+    assert np.abs(cos).max() < 0.7
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
