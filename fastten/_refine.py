@@ -11,8 +11,10 @@ subsample's error). The subsample's Gram matrix is kept across steps while
 the solves stay short, and CG solves loosely while the gradient is large
 (inexact Newton). After each accepted step the output layer (A2, b2) is
 replaced by its least-squares optimum given the hidden layer (variable
-projection), which cut the iterations from random starts by about a third
-(d=50, k=10: median 27 against 32 over six seeds).
+projection), which cut the iterations by about a third (d=50, k=10: median
+27 against 32 over six seeds, measured from init="random" before the planted
+networks got their own random stream, so from starts at the planted
+directions; not re-measured).
 
 Near the optimum the loss is locally strongly convex (Zhong et al. 2017), and
 Gauss-Newton converges quadratically to a zero-loss optimum.

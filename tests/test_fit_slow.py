@@ -98,9 +98,8 @@ def test_classification_within_a_point_of_bayes():
 ])
 def test_relu_and_softplus_recovery_rate_does_not_collapse(activation, make):
     # Below the bar (19 of 20): measured 15/20 for ReLU with |b1| in
-    # [0.3, 1] and 14/20 for softplus (docs/benchmarks.md), 6 of seeds 0-9
-    # each. Which seeds fail moves with every change to the restarts, so
-    # this guards the rate against a collapse rather than the seeds; it is
-    # not the bar.
+    # [0.3, 1] and 14/20 for softplus (docs/benchmarks.md). Which seeds fail
+    # moves with every change to the restarts, so this guards the rate
+    # against a collapse rather than the seeds; it is not the bar.
     hits = sum(exact(*fitted(20_000, 20, 5, seed, make, activation=activation)) for seed in range(10))
     assert hits >= 5
