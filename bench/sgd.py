@@ -314,13 +314,13 @@ def verdicts(summary, budget):
             label = f"{LABELS[best]} ({bs['config']})"
             if ft < math.inf and tt < math.inf:
                 if ft <= tt:
-                    text += f"; fastten reaches it {tt / ft:.1f}x sooner than {label}, {tt:.2f} s"
+                    text += f"; fastten's default fit reaches it {tt / ft:.1f}x sooner than {label}, {tt:.2f} s"
                 else:
-                    text += f"; {label} reaches it {ft / tt:.1f}x sooner than fastten ({tt:.2f} s against {ft:.2f} s)"
+                    text += f"; {label} reaches it {ft / tt:.1f}x sooner than fastten's default fit ({tt:.2f} s against {ft:.2f} s)"
             elif ft < math.inf:
                 text += f"; PyTorch (best: {label}) does not reach it within {budget:g} s"
             elif tt < math.inf:
-                text += f"; fastten does not reach it within {budget:g} s, {label} does ({tt:.2f} s)"
+                text += f"; fastten's default fit does not reach it within {budget:g} s, {label} does ({tt:.2f} s)"
         lines.append(text + ".")
     by_error = sorted(summary.items(), key=lambda item: item[1]["final_error"])
     lead, lead_s = by_error[0]
