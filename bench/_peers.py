@@ -98,8 +98,8 @@ class Clock:
 def worst_cos(true_A1, est_A1):
     """Smallest |cos| between planted and fitted first-layer columns after
     matching them one to one (Hungarian, maximising the total |cos|)."""
-    if est_A1 is None:
-        return None
+    if est_A1 is None or not np.all(np.isfinite(est_A1)):
+        return None  # no first layer to compare, or a diverged one (NaN weights)
     P = true_A1 / np.linalg.norm(true_A1, axis=0)
     norms = np.linalg.norm(est_A1, axis=0)
     Q = est_A1 / np.where(norms > 0, norms, 1.0)

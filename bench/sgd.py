@@ -181,8 +181,10 @@ def measured(method, config, problem, budget, seed):
     """One run inside PeakRSS, as a JSON-ready record."""
     with T.PeakRSS(interval=0.01) as mem:
         result = runner(method, config)(problem, budget, seed)
+    # A diverged run (a learning rate too large: NaN weights) ranks last.
+    final = result.final_error if math.isfinite(result.final_error) else math.inf
     return {"method": method, "config": _config_text(method, config), "seed": seed, "budget_s": budget,
-            "curve": [[float(t), float(e)] for t, e in result.curve], "final_error": result.final_error,
+            "curve": [[float(t), float(e)] for t, e in result.curve], "final_error": final,
             "seconds": result.seconds, "worst_cos": P.worst_cos(problem.A1, result.A1),
             "peak_extra_mb": mem.extra_mb, "passes": result.passes, "passes_note": result.passes_note,
             "warnings": result.warnings, "extra": result.extra,

@@ -60,3 +60,26 @@ def test_report_says_plainly_when_a_peer_wins():
     assert "2.0x sooner than fastten's default fit (1.00 s against 2.00 s)" in first
     assert "fastest is fastten fit, init=\"random\"" in second and "2.0x sooner than PyTorch SGD" in second
     assert "does not reach it within 60 s" in third
+
+
+def test_a_diverged_configuration_ranks_last_instead_of_crashing(monkeypatch):
+    # SGD at lr=1 in the --full grid diverged to NaN weights, and matching
+    # NaN columns to the planted ones raised inside scipy: --full crashed.
+    import numpy as np
+
+    def fake_runner(method, config):
+        lr = config[0]
+
+        def run(problem, budget, seed):
+            if lr > 0.5:
+                return _peers.Run(curve=[(0.1, 0.5), (0.2, math.nan)], final_error=math.nan, seconds=0.2,
+                                  A1=np.full(problem.A1.shape, np.nan))
+            return _peers.Run(curve=[(0.1, 0.5), (0.2, 1e-3)], final_error=1e-3, seconds=0.2, A1=problem.A1)
+        return run
+
+    monkeypatch.setattr(sgd, "runner", fake_runner)
+    problem = sgd.make_problem("tiny", sgd.Scenario(500, 4, 2), seed=0, n=500)
+    best, trials = sgd.tune("torch-sgd", {"sgd": ((0.1, 1.0), (256,))}, problem, budget=1.0)
+    assert best == (0.1, 256)
+    diverged = next(t for t in trials if t["config"] == "lr=1, batch=256")
+    assert diverged["final_error"] == math.inf and diverged["worst_cos"] is None
