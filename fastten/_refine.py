@@ -189,7 +189,7 @@ FULL_PRECONDITIONER_MAX = 1200
 
 
 def refine(X, Y, A1, b1, A2, b2, activation, *, max_iter=50, tol=1e-12, max_cg=50, cg_tol=0.1,
-           n_precondition=2048, refresh_cg=10, project=True, block=None, rng, callback=None):
+           n_precondition=2048, refresh_cg=10, project=True, block=None, stall=None, rng, callback=None):
     """Minimise sum((F(X) - Y)^2) / (2 n) from the given network.
 
     Y is (n, m) and A2 (k, m). The preconditioner's Gram matrix (the
@@ -201,7 +201,8 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, max_iter=50, tol=1e-12, max_cg=5
     loss)``, if given, is called after every accepted step; returning True
     stops there. Converged means the relative decrease of a step fell below
     ``tol``, the loss reached 1e-30 of the labels' variance, or no step could
-    decrease it.
+    decrease it. ``stall=(w, f)`` also stops, not converged, when the last w
+    accepted steps lowered the loss by less than the fraction f together.
     """
     n, d = X.shape
     k, m = A2.shape
@@ -251,6 +252,8 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, max_iter=50, tol=1e-12, max_cg=5
             if callback is not None and callback(*net.unpack(state.theta), state.loss):
                 break
             converged = decrease <= tol * state.loss or state.loss <= floor
+            if stall and not converged and len(losses) > stall[0] and losses[-1] > (1 - stall[1]) * losses[-1 - stall[0]]:
+                break
         else:
             mu *= 4.0
             converged = mu > 1e12  # no decrease possible from here
