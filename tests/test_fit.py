@@ -29,6 +29,21 @@ def test_refinement_converges_quadratically_from_near_the_truth():
     np.testing.assert_allclose(res.A1, net.A1, atol=1e-8)
 
 
+def test_stall_stop_ends_a_crawl_but_not_a_convergence():
+    net = make_planted_network(20_000, 10, 3, random_state=0)
+    rng = np.random.default_rng(1)
+    args = (net.X, net.y[:, None], net.A1 + 0.05 * rng.standard_normal(net.A1.shape), net.b1 + 0.05,
+            net.a2[:, None] * 1.1, np.array([0.05]), "sigmoid")
+    # Quadratic convergence gains far more than 2% in any 10 steps: the
+    # default stall rule of fit never fires here.
+    res = refine(*args, stall=(10, 0.02), rng=np.random.default_rng(2))
+    assert res.converged and res.losses[-1] <= 1e-20 * np.var(net.y)
+    # A rule that no step can satisfy (a 100% drop over one step) stops the
+    # round after its first step, as not converged.
+    res = refine(*args, stall=(1, 1.0), rng=np.random.default_rng(2))
+    assert res.n_iter == 1 and len(res.losses) == 2 and not res.converged
+
+
 def test_fit_recovers_an_easy_planted_network():
     # A regression test of the whole pipeline on one problem where the tensor
     # stage lands in the refinement's basin (d=10, k=3, n=5*10^4, seed 0);
