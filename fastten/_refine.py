@@ -252,8 +252,10 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, max_iter=50, tol=1e-12, max_cg=5
             if callback is not None and callback(*net.unpack(state.theta), state.loss):
                 break
             converged = decrease <= tol * state.loss or state.loss <= floor
-            if stall and not converged and len(losses) > stall[0] and losses[-1] > (1 - stall[1]) * losses[-1 - stall[0]]:
-                break
+            if stall and not converged and len(losses) > stall[0]:
+                window, fraction = stall
+                if losses[-1] > (1 - fraction) * losses[-1 - window]:
+                    break  # a plateau: stop, not converged
         else:
             mu *= 4.0
             converged = mu > 1e12  # no decrease possible from here
