@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,8 +66,6 @@ def test_report_says_plainly_when_a_peer_wins():
 def test_a_diverged_configuration_ranks_last_instead_of_crashing(monkeypatch):
     # SGD at lr=1 in the --full grid diverged to NaN weights, and matching
     # NaN columns to the planted ones raised inside scipy: --full crashed.
-    import numpy as np
-
     def fake_runner(method, config):
         lr = config[0]
 
