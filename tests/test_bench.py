@@ -1,7 +1,9 @@
 """The benchmark command line (bench/ at the top level of a checkout): usage
-errors and missing peers, and the report's plain sentences."""
+errors and missing peers, the report's plain sentences, the per-seed choice
+of the peers' configurations, and the peers themselves on tiny problems."""
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +25,7 @@ def run_bench(*args):
     (("nonsense",), "nonsense"),
     (("sgd", "--scenario", "d7k7"), "d7k7"),
     (("sgd", "--seeds", "0"), "--seeds"),
+    (("sgd", "--grid", "huge"), "--grid"),
     (("scaling", "--frobnicate"), "--frobnicate"),
 ])
 def test_bad_command_line_gives_usage_and_exit_code_2(args, names):
@@ -37,7 +40,7 @@ def test_missing_peer_is_skipped_with_a_one_line_note(monkeypatch):
         raise _peers.MissingPeer(f"PyTorch is not installed ({_peers.INSTALL_HINT} adds it)")
 
     monkeypatch.setattr(_peers, "_torch", no_torch)
-    seconds, missing = sgd.warm_up(["torch-adam"], sgd.Scenario(2000, 5, 2), sgd.GRIDS["quick"])
+    seconds, missing = sgd.warm_up(["torch-adam"], sgd.Scenario(2000, 5, 2), sgd.GRIDS["standard"])
     assert seconds == {}
     (note,) = missing.values()
     assert "\n" not in note and 'pip install -e ".[bench]"' in note
@@ -71,14 +74,194 @@ def test_a_diverged_configuration_ranks_last_instead_of_crashing(monkeypatch):
 
         def run(problem, budget, seed):
             if lr > 0.5:
-                return _peers.Run(curve=[(0.1, 0.5), (0.2, math.nan)], final_error=math.nan, seconds=0.2,
+                return _peers.Run(curve=[(0.1, 0.5, 1.0), (0.2, math.nan, 2.0)], final_error=math.nan, seconds=0.2,
                                   A1=np.full(problem.A1.shape, np.nan))
-            return _peers.Run(curve=[(0.1, 0.5), (0.2, 1e-3)], final_error=1e-3, seconds=0.2, A1=problem.A1)
+            return _peers.Run(curve=[(0.1, 0.5, 1.0), (0.2, 1e-3, 2.0)], final_error=1e-3, seconds=0.2,
+                              A1=problem.A1)
         return run
 
     monkeypatch.setattr(sgd, "runner", fake_runner)
     problem = sgd.make_problem("tiny", sgd.Scenario(500, 4, 2), seed=0, n=500)
-    best, trials = sgd.tune("torch-sgd", {"sgd": ((0.1, 1.0), (256,))}, problem, budget=1.0)
-    assert best == (0.1, 256)
-    diverged = next(t for t in trials if t["config"] == "lr=1, batch=256")
+    records = [sgd.measured("torch-sgd", (lr, 256), problem, 1.0, 0) for lr in (0.1, 1.0)]
+    diverged = next(r for r in records if r["config"] == "lr=1, batch=256")
     assert diverged["final_error"] == math.inf and diverged["worst_cos"] is None
+    (best,) = sgd.best_per_seed(records)
+    assert best["config"] == "lr=0.1, batch=256" and best["final_error"] == 1e-3
+    assert best["config_to"]["0.01"] == "lr=0.1, batch=256" and best["passes_to"]["0.01"] == 2.0
+
+
+# ----------------------------------------------------------------------------
+# The per-seed choice of configuration (pure Python: no peer needed)
+# ----------------------------------------------------------------------------
+
+def _record(method, config, seed, times, passes=None, final=1e-7):
+    """A run record as sgd.measured returns it, with these times (None: not
+    reached) to the three thresholds."""
+    keys = [f"{thr:g}" for thr in sgd.THRESHOLDS]
+    passes = passes or [None if t is None else 10 * t for t in times]
+    return {"method": method, "config": config, "seed": seed, "time_to": dict(zip(keys, times)),
+            "passes_to": dict(zip(keys, passes)), "final_error": final, "seconds": 5.0, "worst_cos": 0.99,
+            "peak_extra_mb": 1.0, "passes": 50.0, "passes_note": "epochs", "passes_bound": False, "warnings": [],
+            "curve": [[0.0, 1.0, 0.0]]}
+
+
+def test_the_standard_grid_holds_the_configurations_issue_11_names():
+    adam = sgd.configs("torch-adam", sgd.GRIDS["standard"])
+    assert {(lr, b) for lr in (1e-2, 3e-3, 1e-3) for b in (256, 1024, 4096)} <= set(adam)
+    assert len(sgd.configs("torch-sgd", sgd.GRIDS["standard"])) >= 9
+    assert {h for h, _ in sgd.configs("torch-lbfgs", sgd.GRIDS["standard"])} >= {10, 100}
+    assert sgd.configs("fastten", sgd.GRIDS["standard"]) == [None]
+    assert sgd.QUICK["grid"] == sgd.FULL["grid"] == "standard"
+
+
+def test_each_seed_and_threshold_gets_the_configuration_that_reached_it_first():
+    runs = [_record("torch-adam", "lr=0.01", 0, (1.0, 3.0, None), final=2e-6),
+            _record("torch-adam", "lr=0.003", 0, (2.0, 2.5, 9.0), final=1e-7),
+            _record("torch-adam", "lr=0.01", 1, (0.5, 2.0, 8.0), final=1e-7),
+            _record("torch-adam", "lr=0.003", 1, (0.7, 4.0, None), final=1e-5)]
+    seed0, seed1 = sgd.best_per_seed(runs)
+    assert seed0["time_to"] == {"0.01": 1.0, "0.0001": 2.5, "1e-06": 9.0}
+    assert seed0["config_to"] == {"0.01": "lr=0.01", "0.0001": "lr=0.003", "1e-06": "lr=0.003"}
+    assert seed0["passes_to"]["0.0001"] == 25.0 and seed0["config"] == "lr=0.003"  # lowest final error
+    assert seed1["config_to"] == {"0.01": "lr=0.01", "0.0001": "lr=0.01", "1e-06": "lr=0.01"}
+    row = sgd.summarise(runs)["torch-adam"]
+    assert row["config"] == "per-seed best of 2 (oracle)"
+    assert row["time_to"]["0.0001"] == {"median_s": 2.25, "reached": 2, "median_passes": 22.5}
+    assert row["choices"]["0.0001"] == {"lr=0.003": 1, "lr=0.01": 1}
+    assert set(row["grid"]) == {"lr=0.01", "lr=0.003"}
+
+
+def test_an_unreached_threshold_counts_as_infinitely_slow_in_the_median():
+    runs = [_record("torch-sgd", "a", seed, times) for seed, times in
+            enumerate([(1.0, None, None), (2.0, 4.0, None), (3.0, None, None)])]
+    row = sgd.summarise(runs)["torch-sgd"]
+    assert row["time_to"]["0.0001"]["median_s"] == math.inf and row["time_to"]["0.0001"]["reached"] == 1
+    assert row["time_to"]["0.0001"]["median_passes"] is None
+    assert row["time_to"]["0.01"]["median_s"] == 2.0
+
+
+def test_the_pytorch_row_takes_the_best_of_all_optimizers_per_seed_and_fastten_is_compared_with_it():
+    runs = [_record("fastten", "", 0, (0.5, 1.0, 1.2), passes=(30.0, 30.0, 30.0)),
+            _record("fastten", "", 1, (0.6, 1.1, 1.3), passes=(31.0, 31.0, 31.0)),
+            _record("torch-adam", "lr=0.01, batch=1024", 0, (0.2, 3.0, None)),
+            _record("torch-adam", "lr=0.01, batch=1024", 1, (0.3, 6.0, None)),
+            _record("torch-lbfgs", "history=10, float32", 0, (0.4, 5.0, 7.0)),
+            _record("torch-lbfgs", "history=10, float32", 1, (0.4, 4.0, 8.0))]
+    for r in runs[:2]:
+        r["passes_bound"] = True
+    summary = sgd.summarise(runs)
+    best = summary[sgd.TORCH_BEST]
+    assert best["time_to"]["0.0001"]["median_s"] == 3.5  # seed 0: Adam 3.0, seed 1: L-BFGS 4.0
+    assert best["choices"]["0.0001"] == {"adam lr=0.01, batch=1024": 1, "lbfgs history=10, float32": 1}
+    assert summary["fastten"]["passes_bound"]
+    lines = sgd.verdicts(summary, budget=10)
+    assert "fastest is PyTorch Adam" in lines[0] and "a peer wins here" in lines[0]
+    assert "PyTorch, per-seed best of all its configurations reaches it 2.2x sooner" in lines[0]
+    assert "fastten's default fit reaches it 3.3x sooner than PyTorch, per-seed best" in lines[1]
+    assert "data passes <=30.5 against 35" in lines[1]
+    table = sgd.table(summary, {})
+    assert "<=30.5 passes" in table and "3.50 s, 35 passes (2/2)" in table
+
+
+def test_fastten_passes_are_its_total_an_upper_bound(monkeypatch):
+    def fake_runner(method, config):
+        return lambda problem, budget, seed: _peers.Run(
+            curve=[(0.1, 0.5, None), (0.2, 1e-5, None), (0.3, 1e-5, 42.0)], final_error=1e-5, seconds=0.3,
+            A1=problem.A1, passes=42.0, passes_per_point=False)
+
+    monkeypatch.setattr(sgd, "runner", fake_runner)
+    problem = sgd.make_problem("tiny", sgd.Scenario(500, 4, 2), seed=0, n=500)
+    record = sgd.measured("fastten", None, problem, 1.0, 0)
+    assert record["passes_bound"] and record["passes_to"] == {"0.01": 42.0, "0.0001": 42.0, "1e-06": None}
+    assert record["time_to"]["0.0001"] == 0.2
+
+
+def test_minpack_is_left_out_where_one_iteration_outlasts_the_budget():
+    grid = sgd.GRIDS["standard"]
+    kept, notes = sgd.runnable_configs("scipy-lm", grid, sgd.SCENARIOS["d20k5"], 10.0)
+    assert kept == ["lm", "trf-lsmr"] and notes == []
+    kept, (note,) = sgd.runnable_configs("scipy-lm", grid, sgd.SCENARIOS["d50k10"], 30.0)
+    assert kept == ["trf-lsmr"] and "MINPACK lm not run" in note
+    assert sgd.runnable_configs("torch-adam", grid, sgd.SCENARIOS["d50k10"], 30.0)[0] == \
+        sgd.configs("torch-adam", grid)
+
+
+# ----------------------------------------------------------------------------
+# The peers on a tiny problem
+# ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    return sgd.make_problem("tiny", sgd.Scenario(3000, 6, 3), seed=1, n=3000)
+
+
+def _check_run(run, problem, note):
+    # Wall-clock budgets on a shared machine: check progress, not a level.
+    times = [p[0] for p in run.curve]
+    assert times == sorted(times) and run.curve[-1][1] < 0.5 * run.curve[0][1]
+    passes = [p[2] for p in run.curve]
+    assert passes == sorted(passes) and passes[-1] <= run.passes and run.passes_note == note
+    assert run.A1.shape == problem.A1.shape and np.all(np.isfinite(run.A1))
+
+
+def test_the_lm_jacobian_is_the_derivative_of_the_residuals():
+    rng = np.random.default_rng(0)
+    n, d, k = 40, 5, 3
+    X, y = rng.standard_normal((n, d)), rng.standard_normal(n)
+    theta = rng.standard_normal(d * k + 2 * k + 1) * 0.5
+    for activation in ("sigmoid", "tanh", "softplus"):
+        J = _peers.lm_jacobian(theta, X, k, activation)
+        step = 1e-6
+        numeric = np.column_stack([
+            (_peers.lm_residuals(theta + step * e, X, y, k, activation)
+             - _peers.lm_residuals(theta - step * e, X, y, k, activation)) / (2 * step)
+            for e in np.eye(theta.size)])
+        np.testing.assert_allclose(J, numeric, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["lm", "trf-lsmr"])
+def test_the_scipy_least_squares_peer_fits_a_tiny_network(tiny, method):
+    run = _peers.run_scipy_lm(tiny, 1.0, 0, method)
+    _check_run(run, tiny, "function + Jacobian evaluations")
+    assert run.passes == run.extra["residual_evaluations"] + run.extra["jacobian_evaluations"]
+
+
+@pytest.fixture
+def torch_one_thread():
+    """PyTorch on one thread: on a shared 2-core machine two OpenMP threads
+    can be 50x slower, and these tests run on a wall-clock budget."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0, the CPU wheel)")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch
+    torch.set_num_threads(before)
+
+
+def test_the_torch_lbfgs_peer_fits_a_tiny_network(tiny, torch_one_thread):
+    run = _peers.run_torch_lbfgs(tiny, 1.0, 0, 10, "float64")
+    _check_run(run, tiny, "function evaluations")
+    assert run.extra["line_search"] == "strong_wolfe" and run.final_error == run.curve[-1][1]
+
+
+def test_the_torch_minibatch_peer_counts_epochs_as_samples_over_n(tiny, torch_one_thread):
+    run = _peers.run_torch(tiny, 1.0, 0, "adam", 1e-2, 1024)
+    _check_run(run, tiny, "epochs")
+    assert run.curve[0][2] == 0.0 and run.passes == pytest.approx(run.curve[-1][2])
+
+
+def test_default_threads_are_pytorchs(monkeypatch):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0, the CPU wheel)")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 7)
+    assert sgd.default_threads() == 7
+
+
+def test_a_busy_machine_is_flagged_when_methods_run_on_several_threads():
+    assert "run alone on the machine" in sgd.busy_warning("2.10 1.88 1.82", 2)
+    assert sgd.busy_warning("2.10 1.88 1.82", 1) is None
+    assert sgd.busy_warning("0.05 0.10 0.20", 2) is None
+    assert sgd.busy_warning("unknown", 2) is None
+
+
+def test_default_threads_without_pytorch_are_all_cpus(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    assert sgd.default_threads() == (os.cpu_count() or 1)
