@@ -11,11 +11,11 @@ cached on disk.
 from . import activations, datasets, moments, operators, sketch
 from .decomposition import ConvergenceWarning, Decomposition, RankWarning, WhiteningError, decompose
 from .network import TwoLayerNet
-from .nnlift import IdentifiabilityWarning, fit
+from .nnlift import IdentifiabilityWarning, LocalOptimumWarning, fit
 
 __version__ = "0.1.0.dev0"
 __all__ = [
-    "fit", "TwoLayerNet", "IdentifiabilityWarning",
+    "fit", "TwoLayerNet", "IdentifiabilityWarning", "LocalOptimumWarning",
     "decompose", "Decomposition", "ConvergenceWarning", "RankWarning", "WhiteningError",
     "activations", "datasets", "moments", "operators", "sketch", "__version__",
 ]

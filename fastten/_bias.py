@@ -55,7 +55,7 @@ from ._validation import check_int, check_labels, check_samples, check_vectors
 from .activations import ACTIVATIONS, QUADRATURE_NODES, QUADRATURE_WEIGHTS, derivative, get_activation
 
 __all__ = ["UnitEstimates", "FourierBiases", "moment_coefficients", "scales_biases_from_moments",
-           "recover_units", "fourier_biases"]
+           "recover_units", "relu_units_from_moments", "fourier_biases"]
 
 _NODES, _WEIGHTS = QUADRATURE_NODES, QUADRATURE_WEIGHTS
 
@@ -361,6 +361,29 @@ def scales_biases_from_moments(c1, c2, c3, activation, *, cov=None):
     reasons = list(reasons)
     return UnitEstimates(np.array(s), np.array(b1), np.array(a2), np.array(residual), np.array(condition),
                          np.array([not r for r in reasons]), reasons, None if cov is None else np.array(se))
+
+
+def relu_units_from_moments(c1, c2, c3, *, max_bias=3.0):
+    """Orientation, bias and output weight of ReLU units, in closed form.
+
+    ReLU is positively homogeneous, a2 relu(s u.x + b) = a2 s relu(u.x + b/s)
+    for s > 0, so only the unit-norm form (a2' = a2 |s|, b' = b / |s|) is
+    identified. With u = o a / |a| (orientation o = +-1), Stein's identity
+    and the Gaussian expectations of relu's derivatives at g + b' (Phi(b'),
+    phi(b') and -b' phi(b')) give
+
+        c1 = o a2' Phi(b'),   c2 = a2' phi(b'),   c3 = -o a2' b' phi(b'),
+
+    so o = sign(c1 c2), b' = -o c3 / c2 and a2' = c2 / phi(b'). b' is
+    clipped to [-max_bias, max_bias] (a noisy c2 near zero would send it
+    far). Returns (o, b', a2'), each of shape (k,).
+    """
+    c1, c2, c3 = (np.atleast_1d(np.asarray(c, dtype=np.float64)) for c in (c1, c2, c3))
+    orientation = np.where(c1 * c2 < 0, -1.0, 1.0)
+    safe = np.where(c2 == 0, np.finfo(float).tiny, c2)
+    bias = np.clip(-orientation * c3 / safe, -max_bias, max_bias)
+    a2 = c2 * math.sqrt(2 * math.pi) * np.exp(bias ** 2 / 2)
+    return orientation, bias, a2
 
 
 def _projected_scores(Z, G):

@@ -5,10 +5,14 @@ docs/method.md, "Fitting a network"):
 
 1. validate, and standardise x~ = Sigma^{-1/2} (x - mu) unless the caller
    says the inputs are standard already;
-2. decompose the implicit third cross-moment E[(y - mean y) S3(x~)] into
-   k components (``fastten.decompose``; never formed as d^3). For m outputs
-   the labels are first combined with random weights (y theta), which
-   hides a unit only on a set of theta of measure zero;
+2. replace the labels by their residual r after least squares on [1, x~]
+   (a control variate: the moments of order >= 2 keep their expectation,
+   their variance falls by Var(r) / Var(y)); find the span of A1 from
+   E[r S2] and E[r S3] combined (``fastten._subspace``) and decompose the
+   implicit third cross-moment E[r S3(x~)] in it into k components
+   (``fastten.decompose``; never formed as d^3). For m outputs the labels
+   are first combined with random weights (y theta), which hides a unit
+   only on a set of theta of measure zero;
 3. start each hidden unit from a decomposed direction that the data support
    (its third moment stands out of the noise, it repeats no stronger one);
    the other units from significant directions of the second moment, then
@@ -19,7 +23,9 @@ docs/method.md, "Fitting a network"):
 6. refine the whole network by Levenberg-Marquardt (``fastten._refine``),
    first in rounds on a random subsample of the rows (restarting after a
    stall, ``_restart``), then on all of them;
-7. map back: A1 = Sigma^{-1/2} A1~, b1 = b1~ - A1^T mu.
+7. check the residual for structure its moments still see (a local
+   optimum: ``LocalOptimumWarning``);
+8. map back: A1 = Sigma^{-1/2} A1~, b1 = b1~ - A1^T mu.
 """
 
 import contextlib
@@ -36,8 +42,9 @@ from .activations import derivative, get_activation
 from .decomposition import ConvergenceWarning, decompose
 from .network import TwoLayerNet
 from .operators import DataMoment
+from ._subspace import linear_residual, signal_subspace
 
-__all__ = ["fit", "IdentifiabilityWarning"]
+__all__ = ["fit", "IdentifiabilityWarning", "LocalOptimumWarning"]
 
 logger = logging.getLogger("fastten")
 
@@ -45,6 +52,11 @@ logger = logging.getLogger("fastten")
 class IdentifiabilityWarning(UserWarning):
     """The moments do not identify part of the network (a unit invisible to
     them, for instance)."""
+
+
+class LocalOptimumWarning(ConvergenceWarning):
+    """The refinement stopped where the residual still carries signal: the
+    network is a local optimum, not the best fit to the data."""
 
 
 INPUT_MODELS = ("gaussian", "standard")
@@ -67,6 +79,9 @@ SUBSAMPLE_PER_PARAMETER = 16
 # round leaves sooner (the demo's first round crawled at 7e-4 of Var(y) for
 # 34 of its 50 steps). The round on all rows has no such stop.
 STALL = (10, 0.02)
+# Training MSE / Var(y) below which a fit is exact and its residual is not
+# examined for structure.
+EXACT_FIT = 1e-10
 
 
 def _standardiser(X):
@@ -171,6 +186,15 @@ def _scales_and_biases(Xs, y, U, kept, activation, bias_method, rng):
     only a2 s and b / s are identified) keep unit norm and zero bias.
     Returns (A1, b1, per-unit records)."""
     A1, b1 = U.copy(), np.zeros(U.shape[1])
+    if activation.name == "relu":
+        # Closed form in the unit-norm parametrisation (ReLU is positively
+        # homogeneous): orientation from sign(c1 c2), bias -c3 / c2.
+        c1, c2, c3 = _bias.moment_coefficients(Xs, y, U[:, list(kept)])
+        orientation, bias, _ = _bias.relu_units_from_moments(c1, c2, c3)
+        A1[:, list(kept)] *= orientation
+        b1[list(kept)] = bias
+        return A1, b1, [{"unit": j, "identifiable": True, "reason": "relu: orientation and b / |a| only",
+                         "used": True} for j in kept]
     try:
         A1k, b1k, _, records = _bias.recover_units(Xs, y, U[:, list(kept)], activation)
     except ValueError as exc:
@@ -366,9 +390,16 @@ def _fit(X, y, n_hidden, activation, task, input_model, init, method, bias_metho
     theta = rng.standard_normal(m)
     y_t = Y @ (theta / np.linalg.norm(theta))
     y_t -= y_t.mean()
-    dec, kept, z, n_second = None, [], None, 0
+    r_t = linear_residual(Xs, y_t)
+    dec, kept, z, n_second, sub = None, [], None, 0, None
     if init == "tensor":
-        op = DataMoment(Xs, y_t)
+        # Moments of order >= 2 from the control-variate residual r
+        # (fastten._subspace): same expectation, variance / 30 here.
+        op = DataMoment(Xs, r_t)
+        subspace = None
+        if method not in ("power", "sketch"):
+            sub = signal_subspace(op, k, rng)
+            subspace = sub.basis
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             # tol: the stage only initialises; precision far below the
@@ -376,13 +407,13 @@ def _fit(X, y, n_hidden, activation, task, input_model, init, method, bias_metho
             # against 0.31-0.64 s at d=50, k=10, n=1e5 (seeds 1, 2), and the
             # same worst |cos| to three decimals with refine=False at d=20,
             # k=5, n=1e6 (8 seeds).
-            dec = decompose(op, k, method=method, tol=1e-3, random_state=rng)
+            dec = decompose(op, k, method=method, tol=1e-3, subspace=subspace, random_state=rng)
         # Recorded, not re-issued: the fit checks the directions itself (the
         # z test below) and warns about what it cannot recover.
         notes.extend(f"tensor stage: {w.message}" for w in caught)
-        z = _third_moment_z(Xs, y_t, dec.factors)
+        z = _third_moment_z(Xs, op.y, dec.factors)
         U, kept, n_second = _select_directions(dec.factors, z, _visible_z(d, k), op, rng)
-        passes["tensor"] = op.passes + 1
+        passes["tensor"] = op.passes + 2  # with the residual and the z-scores
     else:
         U = rng.standard_normal((d, k))
         U /= np.linalg.norm(U, axis=0)
@@ -431,7 +462,19 @@ def _fit(X, y, n_hidden, activation, task, input_model, init, method, bias_metho
 
     F = derivative(activation, Xs @ A1 + b1, 0) @ A2 + b2
     mse = float(np.mean((F - Y) ** 2))
-    z_final = _third_moment_z(Xs, y_t, A1 / np.linalg.norm(A1, axis=0))
+    structure = None
+    if refine and max_iter and not stopped and mse > EXACT_FIT * np.mean(np.var(Y, axis=0)):
+        # No silent local optimum: a residual that still correlates with the
+        # inputs' score functions means the network misses a unit.
+        _, structure, used = _residual_direction(Xs, Y, A1, b1, A2, b2, activation, rng)
+        passes["residual_check"] = used
+        if structure >= 1:
+            note(f"the residual still correlates with the inputs (its strongest moment direction stands "
+                 f"{structure:.1f}x above the noise threshold; training MSE / Var(y) = "
+                 f"{mse / np.mean(np.var(Y, axis=0)):.2e}): the refinement stopped at a local optimum, not the "
+                 f"best network for these data; try another random_state, more n_rounds or max_iter",
+                 LocalOptimumWarning)
+    z_final = _third_moment_z(Xs, r_t, A1 / np.linalg.norm(A1, axis=0))
     unseen = np.flatnonzero(np.abs(z_final) < VISIBLE_Z).tolist()
     if unseen and not refine:
         note(f"units {unseen} have no detectable third moment (|z| < {VISIBLE_Z}): the tensor stage cannot "
@@ -446,6 +489,7 @@ def _fit(X, y, n_hidden, activation, task, input_model, init, method, bias_metho
         "component_weight_gaps": (dec.weights[:-1] / np.maximum(dec.weights[1:], 1e-300)).tolist() if dec else None,
         "decomposition_residual": dec.residual if dec else None,
         "component_z": None if z is None else np.abs(z).tolist(),
+        "subspace": sub.to_dict() if sub else None,
         "trusted_components": kept,
         "second_order_directions": n_second,
         "bias_method": bias_method,
@@ -459,6 +503,7 @@ def _fit(X, y, n_hidden, activation, task, input_model, init, method, bias_metho
         "refinement_iterations": sum(s["iterations"] for s in stages),
         "refinement_cg_iterations": sum(s["cg"] for s in stages),
         "training_mse": mse,
+        "residual_structure": structure,
         "data_passes": passes,
         "times": times,
         "warnings": notes,
@@ -486,6 +531,31 @@ def _flip_signs(Xr, Yr, A1, b1, activation, ridge, mse):
     signs = np.ones(A1.shape[1])
     signs[flipped] = -1.0
     return A1 * signs, b1 * signs, flipped
+
+
+def _residual_direction(X, Y, A1, b1, A2, b2, activation, rng):
+    """The direction the network misses most clearly, from the moments of
+    its residual (outputs combined with random weights, minus the linear
+    control variate): the top component of the third moment or the top
+    eigenvector of the second, whichever stands further out of the noise.
+
+    Returns (direction, significance, passes): significance is that |z|
+    over its noise threshold (``_visible_z``, ``_second_order_z``, both
+    measured on labels independent of the inputs), so >= 1 says the
+    residual still correlates with the score functions of the inputs: a
+    unit is missing or misplaced, and the network is not the best one for
+    these data."""
+    d, k = A1.shape
+    residual = (Y - derivative(activation, X @ A1 + b1, 0) @ A2 - b2) @ rng.standard_normal(Y.shape[1])
+    op = DataMoment(X, linear_residual(X, residual))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        u3 = decompose(op, 1, tol=1e-6, random_state=rng).factors
+    z3 = abs(_third_moment_z(X, op.y, u3)[0]) / _visible_z(d, k)
+    u2, z2 = _second_moment_directions(op, 1, np.zeros((d, 0)), rng)
+    z2 = abs(z2[0]) / _second_order_z(d)
+    passes = op.passes + 5  # the residual, its control variate, the decomposition, two z-scores
+    return (u3[:, 0], z3, passes) if z3 >= z2 else (u2[:, 0], z2, passes)
 
 
 def _restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, skip, rng, full=None):
@@ -516,15 +586,7 @@ def _restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, skip, rng, full=None):
     else:
         S = derivative(activation, Xr @ A1 + b1, 0)
         Xm, Ym = full if full is not None else (Xr, Yr)
-        residual = (Ym - derivative(activation, Xm @ A1 + b1, 0) @ A2 - b2) @ rng.standard_normal(m)
-        op = DataMoment(Xm, residual - residual.mean())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            u3 = decompose(op, 1, tol=1e-6, random_state=rng).factors
-        z3 = abs(_third_moment_z(Xm, op.y, u3)[0]) / _visible_z(d, k)
-        u2, z2 = _second_moment_directions(op, 1, np.zeros((d, 0)), rng)
-        passes = op.passes + 4  # the residual, the decomposition, two z-scores, E[y S2]
-        direction = u3[:, 0] if z3 >= abs(z2[0]) / _second_order_z(d) else u2[:, 0]
+        direction, _, passes = _residual_direction(Xm, Ym, A1, b1, A2, b2, activation, rng)
         order = list(np.argsort(np.linalg.norm(A2, axis=1) * S.std(axis=0)))
         if activation.name == "relu":
             active = np.mean(derivative(activation, Xr @ A1 + b1, 1) > 0, axis=0)

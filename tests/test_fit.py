@@ -11,7 +11,7 @@ from scipy.optimize import linear_sum_assignment
 from fastten import _refine
 from fastten._refine import refine
 from fastten.datasets import make_planted_network
-from fastten import ConvergenceWarning, IdentifiabilityWarning, fit
+from fastten import ConvergenceWarning, IdentifiabilityWarning, LocalOptimumWarning, fit
 from fastten.activations import Activation, derivative
 from fastten.network import TwoLayerNet
 
@@ -337,3 +337,24 @@ def test_fit_limits_blas_threads_while_it_runs_and_restores_them():
     assert [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"] == before
     with pytest.raises(ValueError, match=r"blas_threads: expected an integer >= 1, got 0"):
         fit(net.X, net.y, 2, blas_threads=0)
+
+
+def test_a_local_optimum_is_not_returned_silently():
+    # Three refinement steps from random directions leave the network far
+    # from the planted one: the residual's moments still see the missing
+    # units, and the fit must say so.
+    net = make_planted_network(20_000, 10, 3, random_state=4)
+    with pytest.warns(LocalOptimumWarning, match="residual still correlates"):
+        model = fit(net.X, net.y, 3, init="random", n_rounds=1, max_iter=3, random_state=0)
+    assert model.diagnostics["residual_structure"] >= 1
+
+
+def test_a_noisy_optimum_raises_no_local_optimum_warning():
+    # At the optimum of noisy labels the residual is the noise, independent
+    # of x: its moments stay under their thresholds (0.44-0.57 of them at
+    # d=50 over four seeds).
+    net = make_planted_network(20_000, 10, 3, noise=0.1, random_state=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LocalOptimumWarning)
+        model = fit(net.X, net.y, 3, random_state=0)
+    assert model.diagnostics["residual_structure"] < 1
