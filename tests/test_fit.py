@@ -212,6 +212,20 @@ def test_bad_input(args, kwargs, error, match):
         fit(*args, **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"method": "svd", "init": "random"}, ValueError, r"method: expected one of \('auto', .*\), got 'svd'"),
+    ({"refine": "yes"}, TypeError, r"refine: expected True or False, got 'yes'"),
+    ({"ridge": True}, ValueError, r"ridge: expected a number >= 0, got True"),
+    ({"max_iter": -1}, ValueError, r"max_iter: expected an integer"),
+    ({"n_rounds": 0}, ValueError, r"n_rounds: expected an integer"),
+    ({"task": None}, ValueError, r"task: expected one of"),
+])
+def test_options_are_checked_before_the_data(kwargs, error, match):
+    # The data are not even an array: an option error must come first.
+    with pytest.raises(error, match=match):
+        fit("not data", None, 2, **kwargs)
+
+
 @pytest.mark.parametrize("n", [1, 300, 2 * 2048 + 17])
 @pytest.mark.parametrize("m", [1, 3])
 def test_gauss_newton_product_kernel_matches_dense_jacobian(n, m):

@@ -1,0 +1,225 @@
+"""Starting directions of the hidden units for ``fit``: the tensor stage.
+
+The moments come from the control-variate residual r of the labels
+(``fastten._subspace.linear_residual``); their span from
+``signal_subspace``; the components from ``fastten.decompose`` in that span.
+A decomposed direction is *trusted* when its third moment stands out of the
+sampling noise (``visible_z``); the other units start from significant
+directions of the second moment, then at random (``select_directions``).
+Trusted units get their scales, signs and biases from the moments of
+orders 1-3 (``scales_and_biases``). docs/method.md, "Fitting a network",
+steps 2-3, has the measurements behind the thresholds.
+"""
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _bias
+from ._subspace import signal_subspace
+from .decomposition import decompose
+from .operators import DataMoment
+
+__all__ = ["Directions", "tensor_directions", "random_directions", "initial_units", "third_moment_z",
+           "visible_z", "second_moment_directions", "second_order_z", "VISIBLE_Z"]
+
+DUPLICATE_COS = 0.95
+# |z| of the third moment along a unit direction below which the moment
+# does not see the unit: mean(y He3(u.x)) / its standard error.
+VISIBLE_Z = 3.0
+
+
+@dataclass
+class Directions:
+    """The units' starting directions U (d, k; unit columns, the trusted ones
+    first) and how they were found: ``kept``, the indices of the trusted
+    components among the decomposition's factors; ``n_second``, the units
+    started from second-moment directions; ``z``, the decomposed components'
+    third-moment z-scores; the ``decomposition`` and ``subspace`` records;
+    ``passes`` over the data; ``notes`` for the fit's warnings list."""
+
+    U: np.ndarray
+    kept: list = field(default_factory=list)
+    n_second: int = 0
+    z: np.ndarray = None
+    decomposition: object = None
+    subspace: object = None
+    passes: int = 0
+    notes: list = field(default_factory=list)
+
+    def to_dict(self):
+        dec = self.decomposition
+        return {
+            "engine": dec.method if dec else None,
+            "moment_orders": ([3] + [2] * bool(self.n_second)) if dec else [],
+            "component_weights": dec.weights.tolist() if dec else None,
+            "component_weight_gaps": (dec.weights[:-1] / np.maximum(dec.weights[1:], 1e-300)).tolist()
+            if dec else None,
+            "decomposition_residual": dec.residual if dec else None,
+            "component_z": None if self.z is None else np.abs(self.z).tolist(),
+            "subspace": self.subspace.to_dict() if self.subspace else None,
+            "trusted_components": self.kept,
+            "second_order_directions": self.n_second,
+        }
+
+
+def tensor_directions(Xs, r, k, method, rng):
+    """The tensor stage on standardised inputs Xs and control-variate
+    residuals r (NN-LIFT's directions); see the module docstring."""
+    op = DataMoment(Xs, r)
+    sub = signal_subspace(op, k, rng) if method not in ("power", "sketch") else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # tol: the stage only initialises; precision far below the
+        # moment's sampling error is wasted. 1e-3 against 1e-6: 0.17-0.20 s
+        # against 0.31-0.64 s at d=50, k=10, n=1e5 (seeds 1, 2), and the
+        # same worst |cos| to three decimals with refine=False at d=20,
+        # k=5, n=1e6 (8 seeds).
+        dec = decompose(op, k, method=method, tol=1e-3, subspace=None if sub is None else sub.basis,
+                        random_state=rng)
+    z = third_moment_z(Xs, r, dec.factors)
+    U, kept, n_second = select_directions(dec.factors, z, visible_z(Xs.shape[1], k), op, rng)
+    # Recorded, not re-issued: the fit checks the directions itself (the z
+    # test) and warns about what it cannot recover.
+    notes = [f"tensor stage: {w.message}" for w in caught]
+    return Directions(U, kept, n_second, z, dec, sub, op.passes + 2, notes)  # + the residual, the z-scores
+
+
+def random_directions(d, k, rng):
+    """Random unit directions (``init="random"``, the baseline)."""
+    U = rng.standard_normal((d, k))
+    return Directions(U / np.linalg.norm(U, axis=0))
+
+
+def initial_units(Xs, y, directions, activation, bias_method, rng):
+    """(A1, b1, per-unit records, passes): the trusted units' scales, signs and
+    biases from the moments of the centred labels y; every other unit keeps
+    its unit direction and zero bias."""
+    U, kept = directions.U, directions.kept
+    if not kept or bias_method == "zero":
+        return U, np.zeros(U.shape[1]), [], 0
+    # The trusted directions are the first len(kept) columns of U.
+    A1, b1, units = scales_and_biases(Xs, y, U, range(len(kept)), activation, bias_method, rng)
+    return A1, b1, units, 1 + (bias_method == "fourier")
+
+
+def third_moment_z(Xs, y, U):
+    """mean(y He3(u_j . x)) / its standard error, per column u_j of U."""
+    Z = Xs @ U
+    v = y[:, None] * (Z * Z * Z - 3.0 * Z)
+    return v.mean(axis=0) / (v.std(axis=0) / np.sqrt(Xs.shape[0]) + np.finfo(float).tiny)
+
+
+def visible_z(d, k):
+    """Threshold on |z| above which a decomposed direction is trusted.
+
+    The directions come out of an optimisation over a (k + 10)-dimensional
+    subspace, so even on pure noise their in-sample |z| is large: measured
+    on y independent of x (n = 5e4, 4 seeds), the largest was 5.9 for d=20,
+    k=5; 7.4 for d=50, k=10; 8.8 for d=100, k=20. 2 sqrt(k + 10) (7.7, 8.9,
+    11) stays above these.
+    """
+    return 2.0 * np.sqrt(min(d, k + 10))
+
+
+def second_moment_directions(op, count, exclude, rng):
+    """Up to ``count`` unit directions from E[y S2] = E[y (x x^T - I)] off the
+    span of ``exclude`` (d, r): the eigenvectors of largest |eigenvalue| of
+    the projected matrix, by a randomised range finder with
+    ``count + 10`` columns (two passes), with their z-scores
+    mean(y He2(u.x)) / standard error (one more pass).
+
+    E[y S2] = sum_j a2_j E[sigma''] a_j a_j^T sees the units whose
+    E[sigma''] does not vanish, in particular ReLU and softplus units of any
+    bias, which the third moment misses near zero bias (DESIGN 3.2).
+    """
+    d = op.X.shape[1]
+    Q0 = np.linalg.qr(exclude)[0] if exclude.shape[1] else np.zeros((d, 0))
+
+    def off(V):
+        return V - Q0 @ (Q0.T @ V)
+
+    width = min(count + 10, d - Q0.shape[1])
+    if width < 1:
+        return np.zeros((d, 0)), np.zeros(0)
+    Q = np.linalg.qr(off(op.second_moment_dot(off(rng.standard_normal((d, width))))))[0]
+    Q = np.linalg.qr(off(Q))[0]  # again: the first projection is lost to rounding in the product
+    vals, vecs = np.linalg.eigh(Q.T @ op.second_moment_dot(Q))
+    U = Q @ vecs[:, np.argsort(-np.abs(vals))[:count]]
+    Z = op.X @ U
+    v = op.y[:, None] * (Z * Z - 1.0)
+    return U, v.mean(axis=0) / (v.std(axis=0) / np.sqrt(Z.shape[0]) + np.finfo(float).tiny)
+
+
+def second_order_z(d):
+    """Threshold on |z| for a direction from E[y S2]: measured on y
+    independent of x (n = 5e4, 4 seeds), the largest |z| was 6.7 for d=20,
+    8.5 for d=50, 12.2 for d=100, near sqrt(2 d) (the edge of the noise
+    matrix's spectrum); 1.5 sqrt(2 d) stays above."""
+    return 1.5 * np.sqrt(2.0 * d)
+
+
+def scales_and_biases(Xs, y, U, kept, activation, bias_method, rng):
+    """Scales, signs and biases of the units in ``kept`` from the moments
+    (``_bias.recover_units``), where it finds them identifiable; with
+    ``bias_method="fourier"`` the biases then come from the paper's Fourier
+    estimator. Activations it cannot invert (ReLU: positively homogeneous,
+    only a2 s and b / s are identified) keep unit norm and zero bias.
+    Returns (A1, b1, per-unit records)."""
+    A1, b1 = U.copy(), np.zeros(U.shape[1])
+    if activation.name == "relu":
+        # Closed form in the unit-norm parametrisation (ReLU is positively
+        # homogeneous): orientation from sign(c1 c2), bias -c3 / c2.
+        c1, c2, c3 = _bias.moment_coefficients(Xs, y, U[:, list(kept)])
+        orientation, bias, _ = _bias.relu_units_from_moments(c1, c2, c3)
+        A1[:, list(kept)] *= orientation
+        b1[list(kept)] = bias
+        return A1, b1, [{"unit": j, "identifiable": True, "reason": "relu: orientation and b / |a| only",
+                         "used": True} for j in kept]
+    try:
+        A1k, b1k, _, records = _bias.recover_units(Xs, y, U[:, list(kept)], activation)
+    except ValueError as exc:
+        return A1, b1, [{"unit": j, "identifiable": False, "reason": str(exc)} for j in kept]
+    if bias_method == "fourier":
+        b1k = _bias.fourier_biases(Xs, y, A1k, activation, random_state=rng).b1
+    units = []
+    for i, j in enumerate(kept):
+        ok = records[i]["identifiable"] and np.isfinite(b1k[i]) and np.all(np.isfinite(A1k[:, i]))
+        if ok:
+            A1[:, j], b1[j] = A1k[:, i], b1k[i]
+        units.append({"unit": j, "identifiable": bool(records[i]["identifiable"]), "reason": records[i]["reason"],
+                      "used": bool(ok)})
+    return A1, b1, units
+
+
+def select_directions(U, z, threshold, op, rng):
+    """The starting directions of the hidden units.
+
+    Keep the columns of U (from the third moment) with |z| >= threshold that
+    do not repeat a kept one (|cos| > DUPLICATE_COS), strongest first; fill
+    the other units with significant directions of the second moment off
+    the kept ones (``second_moment_directions``), then with random unit
+    directions orthogonal to all of those. Returns the directions (the
+    kept ones first), the kept columns' indices in U, and the number of
+    second-order directions used.
+    """
+    d, k = U.shape
+    kept = []
+    for j in np.argsort(-np.abs(z)):
+        if abs(z[j]) >= threshold and not (kept and np.abs(U[:, kept].T @ U[:, j]).max() > DUPLICATE_COS):
+            kept.append(int(j))
+    out = [U[:, j] for j in kept]
+    second = []
+    if len(out) < k:
+        V, z2 = second_moment_directions(op, k - len(out), np.column_stack(out) if out else np.zeros((d, 0)),
+                                          rng)
+        second = [j for j in range(V.shape[1]) if abs(z2[j]) >= second_order_z(d)]
+        out += [V[:, j] for j in second]
+    while len(out) < k:
+        g = rng.standard_normal(d)
+        if len(out) < d:
+            Q = np.linalg.qr(np.column_stack(out))[0] if out else np.zeros((d, 0))
+            g -= Q @ (Q.T @ g)
+        out.append(g / np.linalg.norm(g))
+    return np.column_stack(out), kept, len(second)
