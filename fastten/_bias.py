@@ -438,16 +438,18 @@ def moment_coefficients(X, y, U, *, return_cov=False):
     y = y - y.mean()
     Z = X @ U
     grams = (G, G * G, G * G * G)
-    influence = []
-    for H, score in zip(grams, _projected_scores(Z, G)):
-        influence.append(np.linalg.solve(H, (score * y[:, None]).T).T)
+    # Per-sample influence (score * y) H^{-1} (H symmetric): one BLAS product
+    # per order rather than a solve with n right-hand sides.
+    influence = [(score * y[:, None]) @ np.linalg.inv(H) for H, score in zip(grams, _projected_scores(Z, G))]
     c1, c2, c3 = (q.mean(axis=0) for q in influence)
     if not return_cov:
         return c1, c2, c3
-    Q = np.stack(influence, axis=-1)
-    Q = Q - Q.mean(axis=0)
-    cov = np.einsum("ijm,ijl->jml", Q, Q) / (n * max(n - 1, 1))
-    return c1, c2, c3, cov
+    centred = [q - c for q, c in zip(influence, (c1, c2, c3))]
+    cov = np.empty((U.shape[1], 3, 3))
+    for a in range(3):
+        for b in range(a, 3):
+            cov[:, a, b] = cov[:, b, a] = np.einsum("ij,ij->j", centred[a], centred[b])
+    return c1, c2, c3, cov / (n * max(n - 1, 1))
 
 
 def recover_units(X, y, U, activation):
