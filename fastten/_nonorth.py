@@ -14,7 +14,14 @@ whitening exists (DESIGN 3.3).
    cbrt(lambda_j) v_j (a signed weight has a real cube root, so the model has
    no sign constraint), using the closed-form normal equations
    (J^T J)_{jl} = 3 g^2 I + 6 g b_l b_j^T, g = b_j . b_l.
+3. joint_decompose: the same factors from M2 = sum_j mu_j v_j v_j^T and R3
+   (optionally R4) at once, for units that one of the moments cannot see
+   (Jennrich on the pencil of all their slices, then Levenberg-Marquardt on
+   the noise-scaled joint residual); see the comment above it.
 """
+
+import itertools
+import math
 
 import numpy as np
 
@@ -133,3 +140,292 @@ def polish(R, lam, V, *, max_iter=100, tol=1e-12):
     norms = np.linalg.norm(B, axis=0)
     V = B / np.where(norms > 0, norms, 1.0)
     return norms ** 3, V, history, converged, steps
+
+
+# ---------------------------------------------------------------------------
+# Joint decomposition of moments of several orders sharing their factors.
+#
+# M2 = sum_j mu_j v_j v_j^T (k x k), R3 = sum_j lam_j v_j^(x)3 (k x k x k) and
+# optionally R4 = sum_j nu_j v_j^(x)4, the same unit v_j. A unit invisible to
+# one moment (mu_j ~ 0 for sigmoid and tanh near zero bias, lam_j ~ 0 for
+# softplus and ReLU) is still seen by another, so all are fitted at once
+# (DESIGN 3.2):
+#
+# 1. Jennrich on the pencil of matrices that share V: M2, the slices
+#    R3(I, I, e_a) and R4(I, I, e_a, e_b), all V diag(.) V^T. Each trial takes
+#    two generic random combinations S_a, S_b of them and the eigenvectors of
+#    S_a S_b^+ (complex pairs -> real and imaginary parts, `_real_basis`).
+# 2. Each trial is scored by the joint residual with least-squares weights
+#    (Gram matrices (V^T V)^m, m the order) after a short polish.
+# 3. The best few are polished by Levenberg-Marquardt on the joint residual
+#    over (V, weights), unit columns kept by renormalising after each step.
+#
+# Noise scaling. For Gaussian scores and a residual r of variance s^2 the
+# sampling noise of mean(r S_m) has variance sigma^2 = s^2 / n at distinct
+# indices and, at repeated ones, the variance of the Hermite polynomial
+# (He2: 2, He3: 6, He2 He1: 2, He4: 24, ...), in any orthonormal basis. A
+# symmetric array's Frobenius norm counts an entry as often as its index
+# permutations, and that count times its variance is m! for every entry, so
+# sum_m |E_m|^2 / (m! sigma^2) is the chi-square of the independent entries:
+# each moment is divided by sqrt(m!) sigma, and neither dominates by its size
+# alone. Residuals are reported in these units: for a model that fits to the
+# noise their square is about the degrees of freedom (distinct entries minus
+# k^2 + (orders - 1) k parameters).
+# ---------------------------------------------------------------------------
+
+
+def _sym(T):
+    """The symmetric part of a k x ... x k array (mean over index orders)."""
+    perms = list(itertools.permutations(range(T.ndim)))
+    return sum(T.transpose(p) for p in perms) / len(perms)
+
+
+def _contract(T, V, keep=0):
+    """T(I^keep, v_j, ..., v_j) for every column v_j of V: shape (k,)*keep + (r,)."""
+    X = np.tensordot(T, V, axes=([T.ndim - 1], [0]))
+    while X.ndim - 1 > keep:
+        X = np.einsum("...aj,aj->...j", X, V)
+    return X
+
+
+def _model(w, V, m):
+    """sum_j w_j v_j^(x)m."""
+    X = V
+    for _ in range(m - 1):
+        X = np.einsum("...j,aj->...aj", X, V)
+    return X @ w
+
+
+def _joint_weights(moments, V):
+    """Least-squares weights of the unit columns V for each (m, T) moment."""
+    G = V.T @ V
+    return [np.linalg.lstsq(G ** m, _contract(T, V), rcond=None)[0] for m, T in moments]
+
+
+def _joint_loss(moments, V, weights):
+    return 0.5 * sum(np.sum((_model(w, V, m) - T) ** 2) for (m, T), w in zip(moments, weights))
+
+
+def _joint_normal_equations(moments, V, weights):
+    """J^T J and J^T e of the joint residual e = (model - data) over
+    x = (v_1, ..., v_r, weights of each order). With g = V^T V, per order m
+    and weights w (the third-order terms are those of `polish`):
+      v_j, v_l : w_j w_l (m g^(m-1) I + m (m-1) g^(m-2) v_l v_j^T)
+      v_j, w_l : m w_j g^(m-1) v_l        w, w : g^m (0 across orders)
+    and J^T e: m w_j E(I, v_j, ..., v_j) for v_j, E(v_j, ..., v_j) for w_j.
+    """
+    k, r = V.shape
+    p, q = r * k, len(moments)
+    g = V.T @ V
+    H = np.zeros((p + q * r, p + q * r))
+    eye, outer = np.zeros((r, r)), np.zeros((r, r))
+    grad_v = np.zeros((k, r))
+    grad_w = []
+    for i, ((m, T), w) in enumerate(zip(moments, weights)):
+        ww = np.outer(w, w)
+        eye += m * ww * g ** (m - 1)
+        outer += m * (m - 1) * ww * g ** (m - 2)
+        cols = slice(p + i * r, p + (i + 1) * r)
+        H[:p, cols] = np.einsum("j,jl,al->jal", m * w, g ** (m - 1), V).reshape(p, r)
+        H[cols, :p] = H[:p, cols].T
+        H[cols, cols] = g ** m
+        E_v = _contract(_model(w, V, m) - T, V, keep=1)  # E(I, v_j, ..., v_j)
+        grad_v += m * w * E_v
+        grad_w.append(np.sum(V * E_v, axis=0))
+    H[:p, :p] = (np.kron(eye, np.eye(k)).reshape(r, k, r, k)
+                 + np.einsum("jl,al,cj->jalc", outer, V, V)).reshape(p, p)
+    return H, np.concatenate([grad_v.T.reshape(-1)] + grad_w)
+
+
+def _unit_columns(V):
+    norms = np.linalg.norm(V, axis=0)
+    return V / np.where(norms > 0, norms, 1.0)
+
+
+def _joint_polish(moments, V, *, max_iter=100, tol=1e-12, atol=0.0):
+    """Levenberg-Marquardt on the joint residual over (V, weights).
+
+    Scale is a gauge of the model (v_j -> s v_j with w_j / s^m), so the
+    normal equations get a term penalising the radial part of each column's
+    step, and after each step the columns are renormalised and the weights
+    re-solved by least squares (which can only lower the loss). Stops when a
+    step lowers the loss by less than tol times itself or by less than atol
+    (absolute, in the loss's units: for noise-scaled moments a decrease of
+    1e-6 noise variances moves the parameters by about 1e-3 of their
+    statistical error). Returns (V, weights, history of the residual norm,
+    converged, iterations).
+    """
+    k, r = V.shape
+    p = r * k
+    V = _unit_columns(V)
+    weights = _joint_weights(moments, V)
+    f = _joint_loss(moments, V, weights)
+    scale = max(sum(np.sum(T ** 2) for _, T in moments), np.finfo(float).tiny)
+    history = [np.sqrt(2 * f)]
+    damping, converged, it = 1e-3, False, 0
+    for it in range(1, max_iter + 1):
+        H, grad = _joint_normal_equations(moments, V, weights)
+        diag = np.diag(H).copy()
+        floor = 1e-12 * max(diag.max(), np.finfo(float).tiny)
+        # Gauge: penalise (v_j . delta_j) with the size of v_j's own block.
+        block = np.maximum(diag[:p].reshape(r, k).mean(axis=1), floor)
+        gauge = np.zeros_like(H)
+        for j in range(r):
+            gauge[j * k:(j + 1) * k, j * k:(j + 1) * k] = block[j] * np.outer(V[:, j], V[:, j])
+        while True:
+            A = H + gauge + damping * np.diag(np.maximum(diag, floor))
+            try:
+                step = np.linalg.solve(A, -grad)
+            except np.linalg.LinAlgError:
+                step = np.linalg.lstsq(A, -grad, rcond=None)[0]
+            V_new = V + step[:p].reshape(r, k).T
+            if np.all(np.isfinite(V_new)) and np.all(np.linalg.norm(V_new, axis=0) > 0):
+                V_new = _unit_columns(V_new)
+                w_new = _joint_weights(moments, V_new)
+                f_new = _joint_loss(moments, V_new, w_new)
+                if f_new < f:
+                    break
+            if damping > 1e12:
+                f_new = np.inf
+                break
+            damping *= 10
+        if not f_new < f:
+            # No descent even with heavy damping: a stationary point (to rounding).
+            converged = (np.linalg.norm(grad) <= 1e-8 * np.sqrt(2 * scale) * max(np.linalg.norm(V), 1.0)
+                         or 2 * f <= tol ** 2 * scale)
+            break
+        small = (f - f_new) < tol * f or f - f_new < atol or 2 * f_new <= tol ** 2 * scale
+        V, weights, f = V_new, w_new, f_new
+        damping = max(damping / 10, 1e-12)
+        history.append(np.sqrt(2 * f))
+        if small:
+            converged = True
+            break
+    return V, weights, history, converged, it
+
+
+def _pencil_trial(P, rng):
+    """Unit eigenvectors of S_a S_b^+ for two random combinations S_a, S_b of
+    the pencil P (count, k, k), or None when the eigenproblem fails."""
+    Sa = np.tensordot(rng.standard_normal(P.shape[0]), P, axes=1)
+    Sb = np.tensordot(rng.standard_normal(P.shape[0]), P, axes=1)
+    try:
+        # X Sb = Sa in least squares: a singular Sb (lower rank) still separates
+        # the components it has; the others come back with zero weight.
+        vals, vecs = np.linalg.eig(np.linalg.lstsq(Sb.T, Sa.T, rcond=None)[0].T)
+    except np.linalg.LinAlgError:
+        return None
+    if not (np.all(np.isfinite(vals)) and np.all(np.isfinite(vecs))):
+        return None
+    return _real_basis(vals, vecs)
+
+
+def joint_decompose(M2, R3, sigma, rng, *, R4=None, n_trials=12, short=10, n_polish=3, max_iter=200,
+                    tol=1e-12, atol=1e-6):
+    """Unit factors shared by M2 = sum_j mu_j v_j v_j^T, R3 = sum_j lam_j v_j^(x)3
+    (and optionally R4 = sum_j nu_j v_j^(x)4); see the comment above.
+
+    Parameters
+    ----------
+    M2 : (k, k); R3 : (k, k, k); R4 : (k, k, k, k) or None. All are
+        symmetrised; any of them may vanish.
+    sigma : float, or one per moment (M2, R3[, R4])
+        Noise standard deviation of the moments' entries at distinct indices
+        (sd(r) / sqrt(n) for moments of a residual r); the moment of order m
+        is divided by sqrt(m!) sigma before anything else. A value <= 0
+        (noise-free input) means 1.
+    rng : numpy.random.Generator
+    n_trials, short, n_polish : random pencil pairs tried (Jennrich), each
+        scored by its joint residual after `short` polish iterations (the
+        residual straight from the eigenvectors ranks trials poorly under
+        noise); the n_polish best are polished to convergence and the best
+        result returned.
+    max_iter, tol, atol : of the Levenberg-Marquardt polish (see
+        `_joint_polish`); atol applies only when every sigma is > 0.
+
+    Returns
+    -------
+    V : (k, k) unit columns; mu, lam : (k,) weights in the caller's units,
+    signs fixed so that lam_j >= 0 (v_j -> -v_j leaves the even orders).
+    record : dict with "residual" (noise-scaled joint residual norm),
+    "residual_M2", "residual_R3" (and "residual_R4"), "chi2_dof" (residual^2
+    over its degrees of freedom: about 1 when the model fits to the noise),
+    "z_mu", "z_lam" (and "z_nu"): |weight| in noise units, i.e. which moment
+    sees each component; "nu" (R4's weights, or None), "trial_residuals"
+    (each trial after its short polish, NaN if it failed), "n_trials",
+    "best_trial", "polished" (the trials polished further), "n_iter" (all
+    polish iterations), "converged" and "degenerate" (a message, or None).
+    """
+    M2 = np.asarray(M2, dtype=np.float64)
+    if M2.ndim != 2 or M2.shape[0] != M2.shape[1]:
+        raise ValueError(f"M2: expected a square matrix, got shape {M2.shape}")
+    k = M2.shape[0]
+    arrays = [M2, np.asarray(R3, dtype=np.float64)] + ([] if R4 is None else [np.asarray(R4, dtype=np.float64)])
+    for m, (name, X) in enumerate(zip(("M2", "R3", "R4"), arrays), start=2):
+        if X.shape != (k,) * m:
+            raise ValueError(f"{name}: expected shape {(k,) * m} to match M2, got {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError(f"{name}: expected finite values, got NaN or infinite entries")
+    sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (len(arrays),)) if np.ndim(sigma) == 0 \
+        else np.asarray(sigma, dtype=np.float64)
+    if sig.shape != (len(arrays),):
+        raise ValueError(f"sigma: expected a number or {len(arrays)} numbers, got {sigma!r}")
+    known = bool(np.all(np.isfinite(sig) & (sig > 0)))
+    units = [np.sqrt(math.factorial(m)) * (s if np.isfinite(s) and s > 0 else 1.0)
+             for m, s in enumerate(sig, start=2)]
+    moments = [(m, _sym(X) / u) for m, (X, u) in enumerate(zip(arrays, units), start=2)]
+    n_entries = sum(math.comb(k + m - 1, m) for m, _ in moments)
+    dof = max(n_entries - k * k - (len(moments) - 1) * k, 1)
+    record = {"n_trials": 0, "trial_residuals": [], "best_trial": None, "polished": [], "n_iter": 0,
+              "converged": True, "degenerate": None, "nu": None}
+
+    def finish(V, weights):
+        flip = np.where(weights[1] < 0, -1.0, 1.0)  # lam_j >= 0
+        V = V * flip
+        weights = [w * flip ** m for (m, _), w in zip(moments, weights)]
+        res = [float(np.linalg.norm(_model(w, V, m) - T)) for (m, T), w in zip(moments, weights)]
+        for (m, _), w, rr, name in zip(moments, weights, res, ("mu", "lam", "nu")):
+            record[f"residual_{'MRR'[m - 2]}{m}"] = rr
+            record[f"z_{name}"] = np.abs(w)
+        total = float(np.sqrt(sum(rr ** 2 for rr in res)))
+        record.update(residual=total, chi2_dof=total ** 2 / dof)
+        weights = [w * u for w, u in zip(weights, units)]
+        if len(weights) == 3:
+            record["nu"] = weights[2]
+        return V, weights[0], weights[1], record
+
+    if k == 1:
+        return finish(np.ones((1, 1)), [T.reshape(1).copy() for _, T in moments])
+    if not any(np.any(T) for _, T in moments):
+        record["degenerate"] = "every moment is zero: no factors to find (identity returned, weights 0)"
+        return finish(np.eye(k), [np.zeros(k) for _ in moments])
+
+    # The pencil: M2 and every slice T(I, I, e_a, ...) of the higher orders.
+    P = np.concatenate([T.reshape(k, k, -1).transpose(2, 0, 1) for _, T in moments])
+    candidates = []
+    for trial in range(n_trials):
+        V = _pencil_trial(P, rng)
+        record["n_trials"] += 1
+        if V is None:
+            record["trial_residuals"].append(float("nan"))
+            continue
+        V, _, history, _, n_iter = _joint_polish(moments, V, max_iter=short, tol=tol, atol=atol if known else 0.0)
+        record["n_iter"] += n_iter
+        record["trial_residuals"].append(float(history[-1]))
+        candidates.append((history[-1], trial, V))
+    if not candidates:
+        # Every pencil pair failed (for finite input only a LAPACK breakdown
+        # can do that): polish from the identity rather than fail.
+        record["degenerate"] = "every pencil pair failed; polished from the identity"
+        candidates = [(np.inf, None, np.eye(k))]
+    candidates.sort(key=lambda item: item[0])
+    best = None
+    for _, trial, V in candidates[:max(n_polish, 1)]:
+        V, weights, history, converged, n_iter = _joint_polish(moments, V, max_iter=max_iter, tol=tol,
+                                                               atol=atol if known else 0.0)
+        record["polished"].append(trial)
+        record["n_iter"] += n_iter
+        if best is None or history[-1] < best[0]:
+            best = (history[-1], trial, V, weights, converged)
+    _, record["best_trial"], V, weights, record["converged"] = best
+    return finish(V, weights)
