@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _bias
+from . import _bias, _nonorth
 from ._subspace import signal_subspace
+from .activations import derivative
 from .decomposition import decompose
 from .operators import DataMoment
 
@@ -34,13 +35,16 @@ VISIBLE_Z = 3.0
 class Directions:
     """The units' starting directions U (d, k; unit columns, the trusted ones
     first) and how they were found: ``kept``, the indices of the trusted
-    components among the decomposition's factors; ``n_second``, the units
-    started from second-moment directions; ``z``, the decomposed components'
+    components among the decomposition's factors; ``n_joint``, the units
+    started from the joint decomposition of the second and third moments
+    (scaled like the trusted ones); ``n_second``, the units started from
+    second-moment eigenvectors; ``z``, the decomposed components'
     third-moment z-scores; the ``decomposition`` and ``subspace`` records;
     ``passes`` over the data; ``notes`` for the fit's warnings list."""
 
     U: np.ndarray
     kept: list = field(default_factory=list)
+    n_joint: int = 0
     n_second: int = 0
     z: np.ndarray = None
     decomposition: object = None
@@ -52,7 +56,7 @@ class Directions:
         dec = self.decomposition
         return {
             "engine": dec.method if dec else None,
-            "moment_orders": ([3] + [2] * bool(self.n_second)) if dec else [],
+            "moment_orders": ([3] + [2] * bool(self.n_joint + self.n_second)) if dec else [],
             "component_weights": dec.weights.tolist() if dec else None,
             "component_weight_gaps": (dec.weights[:-1] / np.maximum(dec.weights[1:], 1e-300)).tolist()
             if dec else None,
@@ -60,6 +64,7 @@ class Directions:
             "component_z": None if self.z is None else np.abs(self.z).tolist(),
             "subspace": self.subspace.to_dict() if self.subspace else None,
             "trusted_components": self.kept,
+            "joint_directions": self.n_joint,
             "second_order_directions": self.n_second,
         }
 
@@ -79,11 +84,22 @@ def tensor_directions(Xs, r, k, method, rng):
         dec = decompose(op, k, method=method, tol=1e-3, subspace=None if sub is None else sub.basis,
                         random_state=rng)
     z = third_moment_z(Xs, r, dec.factors)
-    U, kept, n_second = select_directions(dec.factors, z, visible_z(Xs.shape[1], k), op, rng)
+    threshold = visible_z(Xs.shape[1], k)
+    candidates = None
+    if sub is not None and np.sum(np.abs(z) >= threshold) < k:
+        # Units the third moment does not see may still be seen by the
+        # second: decompose both at once in the leading k dimensions.
+        Qk = sub.basis[:, :k]
+        M2 = Qk.T @ op.second_moment_dot(Qk)
+        sigma = np.std(r) / np.sqrt(r.shape[0])
+        V = _nonorth.joint_decompose((M2 + M2.T) / 2, op.project(Qk), sigma, rng)[0]
+        candidates = Qk @ V
+    U, kept, n_joint, n_second = select_directions(dec.factors, z, threshold, op, rng, candidates)
     # Recorded, not re-issued: the fit checks the directions itself (the z
     # test) and warns about what it cannot recover.
     notes = [f"tensor stage: {w.message}" for w in caught]
-    return Directions(U, kept, n_second, z, dec, sub, op.passes + 2, notes)  # + the residual, the z-scores
+    passes = op.passes + 2 + 2 * (candidates is not None)  # + the residual, the z-scores
+    return Directions(U, kept, n_joint, n_second, z, dec, sub, passes, notes)
 
 
 def random_directions(d, k, rng):
@@ -96,19 +112,24 @@ def initial_units(Xs, y, directions, activation, bias_method, rng):
     """(A1, b1, per-unit records, passes): the trusted units' scales, signs and
     biases from the moments of the centred labels y; every other unit keeps
     its unit direction and zero bias."""
-    U, kept = directions.U, directions.kept
-    if not kept or bias_method == "zero":
+    U, found = directions.U, len(directions.kept) + directions.n_joint
+    if not found or bias_method == "zero":
         return U, np.zeros(U.shape[1]), [], 0
-    # The trusted directions are the first len(kept) columns of U.
-    A1, b1, units = scales_and_biases(Xs, y, U, range(len(kept)), activation, bias_method, rng)
+    # The trusted and joint directions are the first columns of U.
+    A1, b1, units = scales_and_biases(Xs, y, U, range(found), activation, bias_method, rng)
     return A1, b1, units, 1 + (bias_method == "fourier")
+
+
+def _z(y, H):
+    """mean(y h) / its standard error, per column h of H."""
+    v = y[:, None] * H
+    return v.mean(axis=0) / (v.std(axis=0) / np.sqrt(H.shape[0]) + np.finfo(float).tiny)
 
 
 def third_moment_z(Xs, y, U):
     """mean(y He3(u_j . x)) / its standard error, per column u_j of U."""
     Z = Xs @ U
-    v = y[:, None] * (Z * Z * Z - 3.0 * Z)
-    return v.mean(axis=0) / (v.std(axis=0) / np.sqrt(Xs.shape[0]) + np.finfo(float).tiny)
+    return _z(y, Z * (Z * Z - 3.0))
 
 
 def visible_z(d, k):
@@ -148,8 +169,7 @@ def second_moment_directions(op, count, exclude, rng):
     vals, vecs = np.linalg.eigh(Q.T @ op.second_moment_dot(Q))
     U = Q @ vecs[:, np.argsort(-np.abs(vals))[:count]]
     Z = op.X @ U
-    v = op.y[:, None] * (Z * Z - 1.0)
-    return U, v.mean(axis=0) / (v.std(axis=0) / np.sqrt(Z.shape[0]) + np.finfo(float).tiny)
+    return U, _z(op.y, Z * Z - 1.0)
 
 
 def second_order_z(d):
@@ -180,7 +200,14 @@ def scales_and_biases(Xs, y, U, kept, activation, bias_method, rng):
     try:
         A1k, b1k, _, records = _bias.recover_units(Xs, y, U[:, list(kept)], activation)
     except ValueError as exc:
-        return A1, b1, [{"unit": j, "identifiable": False, "reason": str(exc)} for j in kept]
+        reason = str(exc)
+        if _increasing_convex(activation):
+            # c1 = o a2 |s| E[sigma'] and c2 = a2 s^2 E[sigma''] with both
+            # expectations positive: the orientation o is sign(c1 c2).
+            c1, c2, _ = _bias.moment_coefficients(Xs, y, U[:, list(kept)])
+            A1[:, list(kept)] *= np.where(c1 * c2 < 0, -1.0, 1.0)
+            reason += "; oriented by sign(c1 c2) (an increasing convex activation), unit norm and zero bias"
+        return A1, b1, [{"unit": j, "identifiable": False, "reason": reason} for j in kept]
     if bias_method == "fourier":
         b1k = _bias.fourier_biases(Xs, y, A1k, activation, random_state=rng).b1
     units = []
@@ -193,16 +220,19 @@ def scales_and_biases(Xs, y, U, kept, activation, bias_method, rng):
     return A1, b1, units
 
 
-def select_directions(U, z, threshold, op, rng):
+def select_directions(U, z, threshold, op, rng, candidates=None):
     """The starting directions of the hidden units.
 
     Keep the columns of U (from the third moment) with |z| >= threshold that
     do not repeat a kept one (|cos| > DUPLICATE_COS), strongest first; fill
-    the other units with significant directions of the second moment off
-    the kept ones (``second_moment_directions``), then with random unit
-    directions orthogonal to all of those. Returns the directions (the
-    kept ones first), the kept columns' indices in U, and the number of
-    second-order directions used.
+    the other units with the ``candidates`` (unit columns; from the joint
+    decomposition of the second and third moments) that either moment sees,
+    then with significant directions of the second moment off the kept ones
+    (``second_moment_directions``), then with random unit directions
+    orthogonal to all of those. Returns the directions (the kept ones
+    first, then the candidates used), the kept columns' indices in U, the
+    number of candidates used and the number of second-order directions
+    used.
     """
     d, k = U.shape
     kept = []
@@ -210,6 +240,19 @@ def select_directions(U, z, threshold, op, rng):
         if abs(z[j]) >= threshold and not (kept and np.abs(U[:, kept].T @ U[:, j]).max() > DUPLICATE_COS):
             kept.append(int(j))
     out = [U[:, j] for j in kept]
+    joint = 0
+    if len(out) < k and candidates is not None:
+        # Directions of the joint M2 + M3 decomposition that either moment
+        # sees, strongest first (in units of their thresholds).
+        Zc = op.X @ candidates
+        score = np.maximum(np.abs(_z(op.y, Zc * Zc - 1.0)) / second_order_z(d),
+                           np.abs(_z(op.y, Zc * (Zc * Zc - 3.0))) / threshold)
+        for j in np.argsort(-score):
+            if len(out) == k or score[j] < 1:
+                break
+            if not (out and np.abs(np.column_stack(out).T @ candidates[:, j]).max() > DUPLICATE_COS):
+                out.append(candidates[:, j])
+                joint += 1
     second = []
     if len(out) < k:
         V, z2 = second_moment_directions(op, k - len(out), np.column_stack(out) if out else np.zeros((d, 0)),
@@ -222,4 +265,13 @@ def select_directions(U, z, threshold, op, rng):
             Q = np.linalg.qr(np.column_stack(out))[0] if out else np.zeros((d, 0))
             g -= Q @ (Q.T @ g)
         out.append(g / np.linalg.norm(g))
-    return np.column_stack(out), kept, len(second)
+    return np.column_stack(out), kept, joint, len(second)
+
+
+def _increasing_convex(activation):
+    """sigma' >= 0 and sigma'' >= 0 on [-6, 6] (ReLU, squared ReLU, softplus):
+    then E[sigma'] and E[sigma''] are positive at every scale and bias."""
+    if activation.max_order < 2:
+        return False
+    t = np.linspace(-6.0, 6.0, 241)
+    return bool(np.all(derivative(activation, t, 1) >= 0) and np.all(derivative(activation, t, 2) >= 0))

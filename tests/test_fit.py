@@ -276,13 +276,15 @@ def test_same_seed_same_network_and_generator_accepted():
 def test_units_the_third_moment_cannot_see_are_reported():
     # ReLU units with zero bias have E[relu'''] = 0: the third moment does
     # not see them. Without refinement the fit says so; the second moment,
-    # which sees them, supplies their starting directions.
+    # which sees them, supplies their starting directions (through the
+    # joint decomposition of the second and third moments, or its
+    # eigenvectors).
     net = make_planted_network(50_000, 6, 2, activation="relu", bias_range=(0.0, 0.0), random_state=1)
     with pytest.warns(IdentifiabilityWarning, match="no detectable third moment"):
         model = fit(net.X, net.y, 2, activation="relu", refine=False, random_state=0)
     assert model.diagnostics["units_without_third_moment"] == [0, 1]
     assert model.diagnostics["trusted_components"] == []
-    assert model.diagnostics["second_order_directions"] == 2
+    assert model.diagnostics["joint_directions"] + model.diagnostics["second_order_directions"] == 2
     assert 2 in model.diagnostics["moment_orders"]
 
 

@@ -70,8 +70,8 @@ def test_planted_span_is_captured_and_supported():
         rng = np.random.default_rng(seed)
         op = DataMoment(X, linear_residual(X, net.y))
         sub = signal_subspace(op, 5, rng)
-        assert sub.basis.shape == (20, 5)
-        np.testing.assert_allclose(sub.basis.T @ sub.basis, np.eye(5), atol=1e-12)
+        assert sub.basis.shape == (20, 10)  # k + extra (5) columns
+        np.testing.assert_allclose(sub.basis.T @ sub.basis, np.eye(10), atol=1e-12)
         capture = np.linalg.norm(sub.basis.T @ A, axis=0).min()
         # Measured 0.97-0.99 on these seeds (n = 5e4); the moments' noise
         # at this n makes 0.9 the bar for all four, with the edge counting
