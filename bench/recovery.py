@@ -56,7 +56,7 @@ SCENARIOS = {
     "softplus-d50": (100_000, 50, 10, {"activation": "softplus"}, {}, "exact"),
     "relu-d20": (20_000, 20, 5, {"activation": "relu", "bias_range": (0.3, 1.0)}, {}, "exact"),
     "relu-d50": (100_000, 50, 10, {"activation": "relu", "bias_range": (0.3, 1.0)}, {}, "exact"),
-    "relu-zero-bias-d20": (20_000, 20, 5, {"activation": "relu", "bias_range": (0.0, 0.0)}, {}, "exact"),
+    "relu-zero-bias-d20": (100_000, 20, 5, {"activation": "relu", "bias_range": (0.0, 0.0)}, {}, "exact"),
     "classification-d20": (100_000, 20, 5, {"task": "classification"}, {"task": "classification"}, "bayes"),
 }
 SWEEP_N = (10_000, 30_000, 100_000, 300_000, 1_000_000)
