@@ -12,7 +12,9 @@ fitted and planted A1 columns >= 0.9999 and test MSE / Var(test outputs)
 n = 10^6, d=50 at n = 10^5) or >= 0.8 (d=100, k=20, n = 2 10^5); the sweep
 fits the slope of the d=20 error (sine of the worst angle) against n. The noisy
 scenario compares the excess test MSE with sigma^2 p / n. Classification
-compares the expected test accuracy with the Bayes classifier's.
+compares the expected test accuracy with the Bayes classifier's. The
+"zhong-*" scenarios are the squared-ReLU setting of Zhong et al. (ICML 2017),
+whose bar issue #10 sets at exact recovery in >= 90% of seeds.
 """
 
 import argparse
@@ -23,12 +25,37 @@ from pathlib import Path
 import numpy as np
 
 from fastten import fit
-from fastten.datasets import make_planted_network
+from fastten.activations import Activation
+from fastten.datasets import PlantedNetwork, make_planted_network
 
 from . import _timing as T
 from ._peers import worst_cos
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def _squared_relu(t, order):
+    if order == 0:
+        return np.maximum(t, 0.0) ** 2
+    return 2.0 * np.maximum(t, 0.0) if order == 1 else 2.0 * (t > 0)
+
+
+SQUARED_RELU = Activation("squared-relu", _squared_relu, max_order=2)
+
+
+def _zhong_network(n, d, k, seed):
+    """The setting of Zhong, Song, Jain, Bartlett, Dhillon (ICML 2017):
+    squared ReLU, zero bias, output weights +-1, A1 with singular values
+    spread evenly over [1, 2] (condition number 2), x ~ N(0, I)."""
+    rng = np.random.default_rng(20_000 + seed)
+    left = np.linalg.qr(rng.standard_normal((d, k)))[0]
+    right = np.linalg.qr(rng.standard_normal((k, k)))[0]
+    A1 = (left * np.linspace(1.0, 2.0, k)) @ right.T
+    a2 = rng.choice([-1.0, 1.0], k)
+    X, X_test = rng.standard_normal((n, d)), rng.standard_normal((10_000, d))
+    net = PlantedNetwork(A1, np.zeros(k), a2, 0.0, SQUARED_RELU, *(None,) * 5)
+    f_test = net.output(X_test)
+    return PlantedNetwork(A1, np.zeros(k), a2, 0.0, SQUARED_RELU, X, net.output(X), X_test, f_test, f_test)
 
 
 def _cond10_covariance(d, rng):
@@ -59,6 +86,11 @@ SCENARIOS = {
     "relu-zero-bias-d20": (100_000, 20, 5, {"activation": "relu", "bias_range": (0.0, 0.0)}, {}, "exact"),
     "classification-d20": (100_000, 20, 5, {"task": "classification"}, {"task": "classification"}, "bayes"),
 }
+SCENARIOS.update({f"random-init-{act}-d50": (100_000, 50, 10, SCENARIOS[f"{act}-d50"][3], {"init": "random"}, "exact")
+                  for act in ("tanh", "softplus", "relu")})
+SCENARIOS.update({f"zhong-d{d}-n{n:.0e}".replace("+0", ""): (n, d, 5, {"zhong": True, "activation": SQUARED_RELU}, {},
+                                                               "exact")
+                  for d in (10, 20, 50) for n in (10_000, 100_000)})
 SWEEP_N = (10_000, 30_000, 100_000, 300_000, 1_000_000)
 
 
@@ -75,6 +107,8 @@ def add_parser(subparsers):
 
 def _problem(n, d, k, options, seed):
     options = dict(options)
+    if options.pop("zhong", False):
+        return _zhong_network(n, d, k, seed)
     if options.pop("affine", False):
         rng = np.random.default_rng(10_000 + seed)
         options.update(mean=rng.uniform(-2.0, 2.0, d), cov=_cond10_covariance(d, rng))
