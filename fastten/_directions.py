@@ -103,7 +103,8 @@ def tensor_directions(Xs, r, k, method, rng):
         sigma = np.std(r) / np.sqrt(r.shape[0])
         V = _nonorth.joint_decompose((M2 + M2.T) / 2, op.project(Qk), sigma, rng, R4=R4)[0]
         candidates = Qk @ V
-    U, kept, n_joint, n_second = select_directions(dec.factors, z, threshold, op, rng, candidates)
+    U, kept, n_joint, n_second = select_directions(dec.factors, z, threshold, op, rng, candidates,
+                                                   None if sub is None else sub.supported)
     # Recorded, not re-issued: the fit checks the directions itself (the z
     # test) and warns about what it cannot recover.
     notes = [f"tensor stage: {w.message}" for w in caught]
@@ -229,7 +230,7 @@ def scales_and_biases(Xs, y, U, kept, activation, bias_method, rng):
     return A1, b1, units
 
 
-def select_directions(U, z, threshold, op, rng, candidates=None):
+def select_directions(U, z, threshold, op, rng, candidates=None, limit=None):
     """The starting directions of the hidden units.
 
     Keep the columns of U (from the third moment) with |z| >= threshold that
@@ -238,33 +239,39 @@ def select_directions(U, z, threshold, op, rng, candidates=None):
     decomposition of the second and third moments) that either moment sees,
     then with significant directions of the second moment off the kept ones
     (``second_moment_directions``), then with random unit directions
-    orthogonal to all of those. Returns the directions (the kept ones
+    orthogonal to all of those. At most ``limit`` directions (default k)
+    come from the moments: asked for more units than the data support, a
+    decomposition returns mixtures of the true components, whose moments
+    are as significant as theirs. Returns the directions (the kept ones
     first, then the candidates used), the kept columns' indices in U, the
     number of candidates used and the number of second-order directions
     used.
     """
     d, k = U.shape
+    limit = k if limit is None else min(k, limit)
     kept = []
     for j in np.argsort(-np.abs(z)):
+        if len(kept) == limit:
+            break
         if abs(z[j]) >= threshold and not (kept and np.abs(U[:, kept].T @ U[:, j]).max() > DUPLICATE_COS):
             kept.append(int(j))
     out = [U[:, j] for j in kept]
     joint = 0
-    if len(out) < k and candidates is not None:
+    if len(out) < limit and candidates is not None:
         # Directions of the joint M2 + M3 decomposition that either moment
         # sees, strongest first (in units of their thresholds).
         Zc = op.X @ candidates
         score = np.maximum(np.abs(_z(op.y, Zc * Zc - 1.0)) / second_order_z(d),
                            np.abs(_z(op.y, Zc * (Zc * Zc - 3.0))) / threshold)
         for j in np.argsort(-score):
-            if len(out) == k or score[j] < 1:
+            if len(out) == limit or score[j] < 1:
                 break
             if not (out and np.abs(np.column_stack(out).T @ candidates[:, j]).max() > DUPLICATE_COS):
                 out.append(candidates[:, j])
                 joint += 1
     second = []
-    if len(out) < k:
-        V, z2 = second_moment_directions(op, k - len(out), np.column_stack(out) if out else np.zeros((d, 0)),
+    if len(out) < limit:
+        V, z2 = second_moment_directions(op, limit - len(out), np.column_stack(out) if out else np.zeros((d, 0)),
                                           rng)
         second = [j for j in range(V.shape[1]) if abs(z2[j]) >= second_order_z(d)]
         out += [V[:, j] for j in second]

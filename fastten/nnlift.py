@@ -338,6 +338,19 @@ def _fit(X, y, n_hidden, opts, random_state):
                  f"{mse / np.mean(np.var(Y, axis=0)):.2e}): the refinement stopped at a local optimum, not the "
                  f"best network for these data; try another random_state, more n_rounds or max_iter",
                  LocalOptimumWarning)
+    found = len(directions.kept) + directions.n_joint + directions.n_second
+    if opts.init == "tensor" and found < k:
+        # More units than the moments support (or an activation whose
+        # moments vanish): say what the fit did instead. Only a warning when
+        # the fit is not exact in the end (the refinement may train them).
+        message = (f"the moments support {found} of n_hidden={k} directions (the rest are not distinguishable "
+                   f"from sampling noise at n={n}); units {list(range(found, k))} started from random "
+                   f"directions")
+        if mse > EXACT_FIT * np.mean(np.var(Y, axis=0)):
+            note(message, IdentifiabilityWarning)
+        else:
+            notes.append(message)
+            logger.info("fit: %s; the refinement reached an exact fit", message)
     z_final = third_moment_z(Xs, r_t, A1 / np.linalg.norm(A1, axis=0))
     unseen = np.flatnonzero(np.abs(z_final) < VISIBLE_Z).tolist()
     if unseen and not opts.refine:

@@ -374,3 +374,24 @@ def test_a_noisy_optimum_raises_no_local_optimum_warning():
         warnings.simplefilter("error", LocalOptimumWarning)
         model = fit(net.X, net.y, 3, random_state=0)
     assert model.diagnostics["residual_structure"] < 1
+
+
+def test_more_units_than_the_moments_support_are_reported():
+    # A network with 2 units asked for 4: the moments see 2 directions, the
+    # other 2 start at random, and without refinement the fit says so.
+    net = make_planted_network(50_000, 8, 2, random_state=6)
+    with pytest.warns(IdentifiabilityWarning, match=r"the moments support [0-3] of n_hidden=4 directions"):
+        model = fit(net.X, net.y, 4, refine=False, random_state=0)
+    assert len(model.diagnostics["trusted_components"]) + model.diagnostics["joint_directions"] <= 3
+
+
+def test_labels_without_moments_are_reported():
+    # Labels linear in x plus noise have no moment of order >= 2 at all: no
+    # direction can be found, every unit starts at random, and the fit
+    # says so (the subspace's noise edge and the z tests both hold here).
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((20_000, 6))
+    y = X @ rng.standard_normal(6) + 0.5 * rng.standard_normal(20_000)
+    with pytest.warns(IdentifiabilityWarning, match=r"the moments support 0 of n_hidden=2 directions"):
+        model = fit(X, y, 2, refine=False, random_state=0)
+    assert model.diagnostics["trusted_components"] == []
