@@ -70,6 +70,7 @@ SCENARIOS = {
     "sigmoid-d50": (100_000, 50, 10, {}, {}, "exact"),
     "random-init-d20": (20_000, 20, 5, {}, {"init": "random"}, "exact"),
     "random-init-d50": (100_000, 50, 10, {}, {"init": "random"}, "exact"),
+    "sigmoid-d100": (200_000, 100, 20, {}, {}, "exact"),
     "tensor-only-d20": (1_000_000, 20, 5, {}, {"refine": False}, "cos0.9"),
     "tensor-only-d50": (100_000, 50, 10, {}, {"refine": False}, "cos0.9"),
     "tensor-only-d100": (200_000, 100, 20, {}, {"refine": False}, "cos0.8"),
