@@ -104,7 +104,7 @@ def tensor_directions(Xs, r, k, method, rng):
         V = _nonorth.joint_decompose((M2 + M2.T) / 2, op.project(Qk), sigma, rng, R4=R4)[0]
         candidates = Qk @ V
     U, kept, n_joint, n_second = select_directions(dec.factors, z, threshold, op, rng, candidates,
-                                                   None if sub is None else sub.supported)
+                                                   None if sub is None else sub.clear_rank(k))
     # Recorded, not re-issued: the fit checks the directions itself (the z
     # test) and warns about what it cannot recover.
     notes = [f"tensor stage: {w.message}" for w in caught]
