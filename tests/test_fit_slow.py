@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from fastten import fit
+from fastten import ConvergenceWarning, fit
 from fastten.datasets import make_planted_network
 
 pytestmark = pytest.mark.slow
@@ -103,3 +103,48 @@ def test_relu_and_softplus_recovery_rate_does_not_collapse(activation, make):
     # against a collapse rather than the seeds; it is not the bar.
     hits = sum(exact(*fitted(20_000, 20, 5, seed, make, activation=activation)) for seed in range(10))
     assert hits >= 5
+
+
+# Issue #10's bars. Counts are fixed-seed regressions of the rates measured
+# by `python -m bench recovery` (docs/benchmarks.md), with the slack of the
+# module docstring.
+
+def test_tensor_stage_alone_at_d50():
+    # refine=False, d=50, k=10, n=1e5: worst |cos| >= 0.9 in >= 18 of 20
+    # (the issue's bar). Measured 20/20 (lowest 0.909) on these seeds.
+    hits = sum(worst_cos(model.A1, net.A1) >= 0.9
+               for net, model in (fitted(100_000, 50, 10, seed, refine=False) for seed in range(20)))
+    assert hits >= 18
+
+
+@pytest.mark.parametrize("activation, make", [
+    ("relu", {"activation": "relu", "bias_range": (0.3, 1.0)}),
+    ("tanh", {"activation": "tanh"}),
+])
+def test_d50_exact_for_relu_and_tanh(activation, make):
+    # Measured 20/20 for both at d=50, k=10, n=1e5 (the issue asks 19/20):
+    # at most one failure in ten seeds.
+    hits = sum(exact(*fitted(100_000, 50, 10, seed, make, activation=activation)) for seed in range(10))
+    assert hits >= 9
+
+
+def test_zero_bias_relu_exact_at_d20():
+    # E[relu'''] = 0 at zero bias: the units come from the joint decomposition
+    # of the second, third and fourth moments. Measured 20/20 at d=20, k=5,
+    # n=1e5 (the issue asks 19/20).
+    make = {"activation": "relu", "bias_range": (0.0, 0.0)}
+    hits = sum(exact(*fitted(100_000, 20, 5, seed, make, activation="relu")) for seed in range(10))
+    assert hits >= 9
+
+
+def test_no_silent_failure_on_softplus():
+    # Softplus at d=50 stays below the bar (18/20 measured); every failure
+    # must come with a warning that says the network is a local optimum.
+    # Seed 0 is one of the measured failures, so the check is exercised.
+    for seed in range(6):
+        net = make_planted_network(100_000, 50, 10, activation="softplus", random_state=seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = fit(net.X, net.y, 10, activation="softplus", random_state=seed)
+        if not exact(net, model):
+            assert any(issubclass(w.category, ConvergenceWarning) for w in caught), seed
