@@ -163,7 +163,6 @@ def signal_subspace(op, k, rng, *, oversample=10, power_steps=2, extra=5):
     the projection onto the stacked basis costing about as much as
     m^2 / (6 d) more (m <= 2 k + oversample)."""
     d = op.dim
-    n = op.X.shape[0]
     width = min(d, k + oversample)
     start = op.passes
     U2 = _top_second_moment(op, k, width, rng)
