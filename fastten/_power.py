@@ -67,14 +67,15 @@ def power_method(op, rank, *, n_restarts, n_iter, tol, rng):
     return PowerResult(weights, vectors, history, converged, total)
 
 
-def polish_in_place(op, weights, vectors, n_sweeps):
+def polish_in_place(op, weights, vectors, n_sweeps, tol=0.0):
     """Power sweeps in the operator's full dimension, all components at once.
 
     Each component j takes the step theta_j <- T_j(I, theta_j, theta_j) /|.|
     on T_j = T - sum_{l != j} w_l v_l^(x)3 (the others deflated implicitly),
-    one batched contraction per sweep. Started from a projected solution it
-    removes the error of the projection; for orthogonal components only.
-    Returns (weights, vectors, step sizes per sweep).
+    one batched contraction per sweep, at most n_sweeps of them, stopping
+    once no component moves by more than tol. Started from a projected
+    solution it removes the error of the projection; for orthogonal
+    components only. Returns (weights, vectors, step sizes per sweep).
     """
     V, w = vectors.copy(), weights.copy()
     steps = []
@@ -86,4 +87,6 @@ def polish_in_place(op, weights, vectors, n_sweeps):
         new, _ = _normalise(Y * np.where(w < 0, -1.0, 1.0), V)
         steps.append(float(np.max(np.linalg.norm(new - V, axis=0))))
         V = new  # oriented like the previous V; the weight keeps its sign
+        if steps[-1] <= tol:
+            break
     return w, V, steps

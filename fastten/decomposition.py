@@ -9,9 +9,13 @@ a sketch) and runs one of four engines:
   (``second_moment``); without one, the components are assumed orthogonal
   already. An indefinite whitening matrix is refused (DESIGN 3.3: it
   silently loses components).
-* ``"nonorthogonal"``: Jennrich's algorithm on random slices of the projected
-  k x k x k tensor (several trials), polished by Levenberg-Marquardt on the
-  whole small tensor.
+* ``"nonorthogonal"``: on the projected tensor, candidates from greedy
+  growth (components added one at a time, strongest first) and from
+  Jennrich's algorithm on random slice pairs (several trials), each scored by
+  its residual after a short Levenberg-Marquardt polish; the best is polished
+  to convergence and then, when the subspace came from the range finder,
+  polished again by Levenberg-Marquardt in T's own dimension (through
+  contractions; see _nonorth.polish_operator).
 * ``"power"``: the power method run on the operator itself, in its full
   dimension, with deflation applied to the operator (for a sketch, on the
   sketch). Components must be orthogonal.
@@ -30,8 +34,9 @@ randomised range finder on the operator (the columns T(I, u, u) for random u
 lie in the span of the components; see _subspace): two rounds of two
 batched contractions, so an implicit data moment is read a fixed small
 number of times (five in all with the residual probes, six when "auto" checks a
-DataMoment's second moment) and nothing of size
-d^2 or d^3 is formed.
+DataMoment's second moment, plus at most n_polish for the full-dimension polish
+when the range finder's subspace is smaller than d) and nothing of size d^2 or
+d^3 is formed.
 
 Odd order makes (w, v) and (-w, -v) the same component: results carry
 w >= 0 and put the sign in v.
@@ -211,7 +216,7 @@ def _check_second_moment(M, dim):
 
 
 def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_iter=30,
-              tol=1e-10, oversample=10, n_subspace_rounds=2, n_polish=2, subspace=None,
+              tol=1e-10, oversample=10, n_subspace_rounds=2, n_polish=10, subspace=None,
               sketch_size=None, n_sketches=None, random_state=None):
     """Rank-`rank` symmetric CP decomposition of a third-order tensor.
 
@@ -236,8 +241,10 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
     n_subspace_rounds : int
         Rounds of the range finder (two contractions each; see _subspace).
     n_polish : int
-        Orthogonal path without whitening: batched power sweeps in the full
-        dimension after the projected solve (one contraction each).
+        Most contractions of the full-dimension polish after the projected
+        solve (it stops earlier at `tol`): batched power sweeps on the
+        orthogonal path without whitening, Levenberg-Marquardt trial steps on
+        the non-orthogonal path when the range finder chose the subspace.
     subspace : array (d, m), optional
         An orthonormal basis, m >= rank, known to hold the components (for
         example from a second-order moment); replaces the range finder.
@@ -316,7 +323,7 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
                 U, Rm, Q, s = _given_subspace(op, rank, subspace)
             if s[0] == 0:
                 raise ValueError(_ZERO)
-            R = np.einsum("abc,ax,by,cz->xyz", Rm, Q, Q, Q)
+            R = np.einsum("abc,ax,by,cz->xyz", Rm, Q, Q, Q, optimize=True)
             B = U @ Q
             if data_whitening:
                 M2 = B.T @ op.second_moment_dot(B)  # one more pass: E[y S2] in the subspace
@@ -326,7 +333,7 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
                 ev = np.abs(ev)
                 if definite and ev.min() >= ev.max() / WHITEN_MAX_COND:
                     Wk, Bk = whitening(M2, rank)
-                    R = np.einsum("abc,ax,by,cz->xyz", R, Wk, Wk, Wk)
+                    R = np.einsum("abc,ax,by,cz->xyz", R, Wk, Wk, Wk, optimize=True)
                     B = B @ Bk
                     method, whitened = "orthogonal", True
                     logger.info("decompose: E[y S2] is definite in the subspace (condition %.3g): "
@@ -345,14 +352,14 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
             total_iter = result.n_iter
         else:
             # Jennrich needs a square factor, so it runs on the rank-dimensional
-            # R; the polish runs on the m-dimensional Rm when there is one, so
-            # a component that the truncation to rank dimensions cut (a weak
-            # one, under noise) can still be reached.
+            # R; the growth and the polish run on the m-dimensional Rm when
+            # there is one, so a component that the truncation to rank
+            # dimensions cut (a weak one, under noise) can still be reached.
             big = not whitened
-            target = Rm if big else R
-            polished = [_nonorth.polish(target, lam, Q @ V if big else V, max_iter=10 * n_iter, tol=tol)
-                        for lam, V in _nonorth.jennrich(R, rng, n_trials=n_restarts)]
-            small_w, V, loss_history, ok, history = min(polished, key=lambda item: item[2][-1])
+            small_w, V, loss_history, ok, history, record = _nonorth.solve(
+                Rm if big else R, rank, rng, Q=Q if big else None, small=R, n_trials=n_restarts,
+                max_iter=10 * n_iter, tol=tol)
+            logger.debug("decompose: non-orthogonal candidates %s, kept %s", record["screened"], record["chosen"])
             if big:
                 B = U
             converged = np.full(rank, ok)
@@ -375,8 +382,20 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
         if method == "orthogonal" and not whitened and n_polish:
             # Orthogonal components in T's own coordinates: sweeps in the full
             # dimension remove what the projection lost.
-            weights, factors, steps = polish_in_place(op, weights, factors, n_polish)
+            weights, factors, steps = polish_in_place(op, weights, factors, n_polish, tol=tol)
             logger.debug("decompose: full-dimension polish steps %s", steps)
+        elif method == "nonorthogonal" and not whitened and subspace is None and U.shape[1] < d and n_polish:
+            # The range finder's subspace holds the components only up to the
+            # noise of its probes: Levenberg-Marquardt in T's own dimension
+            # removes what the projection lost (a subspace given by the
+            # caller is trusted instead).
+            weights, factors, steps, full_ok = _nonorth.polish_operator(op, weights, factors,
+                                                                        max_steps=n_polish, tol=tol)
+            logger.debug("decompose: full-dimension polish steps %s", steps)
+            if not full_ok:
+                warn(f"decompose: the full-dimension polish did not reach tol={tol:g} within "
+                     f"n_polish={n_polish} contractions (last relative step "
+                     f"{steps[-1] if steps else float('nan'):.3g})", ConvergenceWarning)
     if not np.all(np.isfinite(weights)) or not np.all(np.isfinite(factors)):
         raise FloatingPointError(
             "decompose: the engine produced non-finite factors; the tensor is likely too badly "
