@@ -40,7 +40,8 @@ def main(n=100_000, d=50, k=10, seed=0):
     print(f"fit in {elapsed:.2f} s: " + ", ".join(f"{stage} {t:.2f} s" for stage, t in dg["times"].items()
                                                   if stage != "total"))
     print(f"tensor stage: engine '{dg['engine']}', {len(dg['trusted_components'])} of {k} directions trusted "
-          f"from the third moment, {dg['second_order_directions']} from the second")
+          f"from the third moment, {dg['joint_directions']} from the joint second-to-fourth-order "
+          f"decomposition, {dg['second_order_directions']} from the second moment alone")
     print(f"refinement: {dg['refinement_iterations']} Levenberg-Marquardt iterations; "
           f"{sum(dg['data_passes'].values()):.0f} passes over the data in all "
           f"(a pass over a subsample counts as its share of the rows)")
