@@ -11,6 +11,12 @@ product of J^T J with a direction v = (V_A, v_b1, V_A2, v_b2) is
 done here per block of rows as two BLAS products (X_b V_A, then X_b^T W)
 with the row-wise work in between, like the moment kernels: fixed blocks
 added in row order, so the bits do not depend on the thread count.
+
+For the cross-entropy of softmax logits F the generalised Gauss-Newton
+matrix J^T H J weighs each row by H_i = diag(p_i) - p_i p_i^T (p_i the
+row's probabilities): ``gn_softmax_product_acc`` replaces each row of U by
+p * (U - p.U) before the back-product, and is otherwise the same loop
+(``_gn_rows``, compiled once for both).
 """
 
 import numpy as np
@@ -23,24 +29,46 @@ from .contractions import BLOCK
 def gn_product_acc(X, D, S, A2, VA, vb1, VA2, vb2, outA, outb1, outA2, outb2):
     """Adds the sums of J^T J v (not divided by n) into outA (d, k),
     outb1 (k,), outA2 (k, m) and outb2 (m,)."""
+    _gn_rows(X, D, S, A2, np.empty((0, A2.shape[1])), False, VA, vb1, VA2, vb2, outA, outb1, outA2, outb2)
+
+
+@kernel
+def gn_softmax_product_acc(X, D, S, A2, P, VA, vb1, VA2, vb2, outA, outb1, outA2, outb2):
+    """Adds the sums of J^T H J v (not divided by n), H the block diagonal
+    of diag(P[i]) - P[i] P[i]^T over the rows (P (n, m): the softmax
+    probabilities), into outA (d, k), outb1 (k,), outA2 (k, m) and
+    outb2 (m,)."""
+    _gn_rows(X, D, S, A2, P, True, VA, vb1, VA2, vb2, outA, outb1, outA2, outb2)
+
+
+@kernel
+def _gn_rows(X, D, S, A2, P, weighted, VA, vb1, VA2, vb2, outA, outb1, outA2, outb2):
+    """The loop of both products: U = J v row by row, weighted by H_i
+    when ``weighted``, then J^T U."""
     n, d = X.shape
     k, m = A2.shape
-    P = np.empty((BLOCK, k))
+    B = np.empty((BLOCK, k))
     tmp = np.empty((d, k))
     u = np.empty(m)
     for i0 in range(0, n, BLOCK):
         i1 = min(n, i0 + BLOCK)
-        Pb = P[: i1 - i0]
-        np.dot(X[i0:i1], VA, Pb)
+        Bb = B[: i1 - i0]
+        np.dot(X[i0:i1], VA, Bb)
         for i in range(i1 - i0):
             r = i0 + i
             for c in range(m):
                 u[c] = vb2[c]
             for j in range(k):
-                q = (Pb[i, j] + vb1[j]) * D[r, j]
+                q = (Bb[i, j] + vb1[j]) * D[r, j]
                 s = S[r, j]
                 for c in range(m):
                     u[c] += q * A2[j, c] + s * VA2[j, c]
+            if weighted:
+                pu = 0.0
+                for c in range(m):
+                    pu += P[r, c] * u[c]
+                for c in range(m):
+                    u[c] = P[r, c] * (u[c] - pu)
             for c in range(m):
                 outb2[c] += u[c]
             for j in range(k):
@@ -50,7 +78,7 @@ def gn_product_acc(X, D, S, A2, VA, vb1, VA2, vb2, outA, outb1, outA2, outb2):
                     t += u[c] * A2[j, c]
                     outA2[j, c] += s * u[c]
                 w = t * D[r, j]
-                Pb[i, j] = w
+                Bb[i, j] = w
                 outb1[j] += w
-        np.dot(X[i0:i1].T, Pb, tmp)
+        np.dot(X[i0:i1].T, Bb, tmp)
         outA += tmp
