@@ -30,11 +30,13 @@ DUPLICATE_COS = 0.95
 # |z| of the third moment along a unit direction below which the moment
 # does not see the unit: mean(y He3(u.x)) / its standard error.
 VISIBLE_Z = 3.0
-# Largest rank for which the joint decomposition also uses the projected
-# fourth moment: with it zero-bias ReLU at d=20, k=5, n=1e5 was exact in 6 of
-# 6 seeds in 5-6 iterations (5 of 6, 9-112 iterations without), softplus at
-# d=50, k=10 in 4 of 6 (3 of 6).
-JOINT_R4_MAX_RANK = 20
+# Most components the tensor stage decomposes, and largest rank of the joint
+# decomposition (which also uses the projected fourth moment: with it
+# zero-bias ReLU at d=20, k=5, n=1e5 was exact in 6 of 6 seeds in 5-6
+# iterations (5 of 6, 9-112 iterations without), softplus at d=50, k=10 in
+# 4 of 6 (3 of 6)). Both engines' solves cost O(rank^6); wider networks get
+# their other units from the second moment and at random.
+MAX_DECOMPOSED = 20
 
 
 @dataclass
@@ -75,10 +77,11 @@ class Directions:
         }
 
 
-def tensor_directions(Xs, r, k, method, rng):
-    """The tensor stage on standardised inputs Xs and control-variate
-    residuals r (NN-LIFT's directions); see the module docstring."""
-    op = DataMoment(Xs, r)
+def tensor_directions(op, k, method, rng):
+    """The tensor stage on the cross-moment ``op`` of the inputs' score
+    functions and the control-variate residuals (NN-LIFT's directions;
+    a ``DataMoment`` for Gaussian inputs, a ``fastten.scores.ScoreMoment``
+    otherwise); see the module docstring."""
     sub = signal_subspace(op, k, rng) if method not in ("power", "sketch") else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -87,28 +90,34 @@ def tensor_directions(Xs, r, k, method, rng):
         # against 0.31-0.64 s at d=50, k=10, n=1e5 (seeds 1, 2), and the
         # same worst |cos| to three decimals with refine=False at d=20,
         # k=5, n=1e6 (8 seeds).
-        dec = decompose(op, k, method=method, tol=1e-3, subspace=None if sub is None else sub.basis,
-                        random_state=rng)
-    z = third_moment_z(Xs, r, dec.factors)
-    threshold = visible_z(Xs.shape[1], k)
+        # At most MAX_DECOMPOSED components: the dense engines' Levenberg-
+        # Marquardt solves cost O(rank^6) (digits, k=32 in d=61, n=1347: the
+        # tensor stage took 71 s, 22 s of it in the decomposition and 49 s
+        # in the joint path); select_directions fills the other units.
+        dec = decompose(op, min(k, MAX_DECOMPOSED), method=method, tol=1e-3,
+                        subspace=None if sub is None else sub.basis, random_state=rng)
+    z = third_moment_z(op, dec.factors)
+    threshold = visible_z(op.dim, k)
     candidates = R4 = None
-    if sub is not None and np.sum(np.abs(z) >= threshold) < k:
+    if sub is not None and k <= MAX_DECOMPOSED and np.sum(np.abs(z) >= threshold) < k:
         # Units the third moment does not see may still be seen by the
         # second and fourth (ReLU and softplus near zero bias, DESIGN 3.2):
-        # decompose them all at once in the leading k dimensions. The fourth
-        # moment costs n k^4 / 24: up to k = JOINT_R4_MAX_RANK.
+        # decompose them all at once in the leading k dimensions, up to
+        # k = MAX_DECOMPOSED (the fourth moment costs n k^4 / 24, the
+        # joint polish O(k^6) per step).
         Qk = sub.basis[:, :k]
         M2 = Qk.T @ op.second_moment_dot(Qk)
-        R4 = fourth_moment_projected(Xs, r, Qk) if k <= JOINT_R4_MAX_RANK else None
-        sigma = np.std(r) / np.sqrt(r.shape[0])
+        gaussian = isinstance(op, DataMoment)  # the fourth-order kernel has the Gaussian score
+        R4 = fourth_moment_projected(op.X, op.y, Qk) if gaussian else None
+        sigma = np.std(op.y) / np.sqrt(op.y.shape[0])
         V = _nonorth.joint_decompose((M2 + M2.T) / 2, op.project(Qk), sigma, rng, R4=R4)[0]
         candidates = Qk @ V
     U, kept, n_joint, n_second = select_directions(dec.factors, z, threshold, op, rng, candidates,
-                                                   None if sub is None else sub.clear_rank(k))
+                                                   None if sub is None else sub.clear_rank(k), count=k)
     # Recorded, not re-issued: the fit checks the directions itself (the z
     # test) and warns about what it cannot recover.
     notes = [f"tensor stage: {w.message}" for w in caught]
-    passes = op.passes + 2 + (R4 is not None)  # + the residual, the z-scores, E[r S4] projected
+    passes = op.passes + 1 + (R4 is not None)  # + the residual, E[r S4] projected
     return Directions(U, kept, n_joint, n_second, z, dec, sub, passes, notes)
 
 
@@ -136,10 +145,11 @@ def _z(y, H):
     return v.mean(axis=0) / (v.std(axis=0) / np.sqrt(H.shape[0]) + np.finfo(float).tiny)
 
 
-def third_moment_z(Xs, y, U):
-    """mean(y He3(u_j . x)) / its standard error, per column u_j of U."""
-    Z = Xs @ U
-    return _z(y, Z * (Z * Z - 3.0))
+def third_moment_z(op, U):
+    """mean(y S3(x)(u_j, u_j, u_j)) / its standard error, per column u_j of
+    U, for the cross-moment ``op`` (labels op.y); for Gaussian inputs and
+    unit u_j, S3(x)(u, u, u) = He3(u . x)."""
+    return _z(op.y, op.uuu_samples(U))
 
 
 def visible_z(d, k):
@@ -165,7 +175,7 @@ def second_moment_directions(op, count, exclude, rng):
     E[sigma''] does not vanish, in particular ReLU and softplus units of any
     bias, which the third moment misses near zero bias (DESIGN 3.2).
     """
-    d = op.X.shape[1]
+    d = op.dim
     Q0 = np.linalg.qr(exclude)[0] if exclude.shape[1] else np.zeros((d, 0))
 
     def off(V):
@@ -178,8 +188,7 @@ def second_moment_directions(op, count, exclude, rng):
     Q = np.linalg.qr(off(Q))[0]  # again: the first projection is lost to rounding in the product
     vals, vecs = np.linalg.eigh(Q.T @ op.second_moment_dot(Q))
     U = Q @ vecs[:, np.argsort(-np.abs(vals))[:count]]
-    Z = op.X @ U
-    return U, _z(op.y, Z * Z - 1.0)
+    return U, _z(op.y, op.s2_samples(U))
 
 
 def second_order_z(d):
@@ -230,7 +239,7 @@ def scales_and_biases(Xs, y, U, kept, activation, bias_method, rng):
     return A1, b1, units
 
 
-def select_directions(U, z, threshold, op, rng, candidates=None, limit=None):
+def select_directions(U, z, threshold, op, rng, candidates=None, limit=None, count=None):
     """The starting directions of the hidden units.
 
     Keep the columns of U (from the third moment) with |z| >= threshold that
@@ -245,9 +254,10 @@ def select_directions(U, z, threshold, op, rng, candidates=None, limit=None):
     are as significant as theirs. Returns the directions (the kept ones
     first, then the candidates used), the kept columns' indices in U, the
     number of candidates used and the number of second-order directions
-    used.
+    used. ``count``: how many directions to return (default: U's columns).
     """
     d, k = U.shape
+    k = k if count is None else count
     limit = k if limit is None else min(k, limit)
     kept = []
     for j in np.argsort(-np.abs(z)):
@@ -260,9 +270,8 @@ def select_directions(U, z, threshold, op, rng, candidates=None, limit=None):
     if len(out) < limit and candidates is not None:
         # Directions of the joint M2 + M3 decomposition that either moment
         # sees, strongest first (in units of their thresholds).
-        Zc = op.X @ candidates
-        score = np.maximum(np.abs(_z(op.y, Zc * Zc - 1.0)) / second_order_z(d),
-                           np.abs(_z(op.y, Zc * (Zc * Zc - 3.0))) / threshold)
+        score = np.maximum(np.abs(_z(op.y, op.s2_samples(candidates))) / second_order_z(d),
+                           np.abs(third_moment_z(op, candidates)) / threshold)
         for j in np.argsort(-score):
             if len(out) == limit or score[j] < 1:
                 break

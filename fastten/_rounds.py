@@ -20,7 +20,7 @@ from .activations import derivative
 from .decomposition import decompose
 from .operators import DataMoment
 
-__all__ = ["ridge_output", "refine_network", "residual_direction"]
+__all__ = ["network_loss", "ridge_output", "refine_network", "residual_direction"]
 
 logger = logging.getLogger("fastten")
 
@@ -35,6 +35,18 @@ SUBSAMPLE_PER_PARAMETER = 16
 # round leaves sooner (the demo's first round crawled at 7e-4 of Var(y) for
 # 34 of its 50 steps). The round on all rows has no such stop.
 STALL = (10, 0.02)
+
+
+def network_loss(X, Y, A1, b1, A2, b2, activation, loss):
+    """The mean loss of the network on (X, Y), without penalty: half the
+    summed squared error per row ("squared", as ``_refine``) or the
+    cross-entropy of the softmax of the outputs against Y ("softmax")."""
+    F = derivative(activation, X @ A1 + b1, 0) @ A2 + b2
+    if loss == "squared":
+        return 0.5 * float(np.sum((F - Y) ** 2)) / X.shape[0]
+    F -= F.max(axis=1, keepdims=True)
+    log_p = F - np.log(np.exp(F).sum(axis=1, keepdims=True))
+    return -float(np.sum(Y * log_p)) / X.shape[0]
 
 
 def ridge_output(F, Y, ridge):
@@ -88,10 +100,10 @@ def residual_direction(X, Y, A1, b1, A2, b2, activation, rng):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         u3 = decompose(op, 1, tol=1e-6, random_state=rng).factors
-    z3 = abs(third_moment_z(X, op.y, u3)[0]) / visible_z(d, k)
+    z3 = abs(third_moment_z(op, u3)[0]) / visible_z(d, k)
     u2, z2 = second_moment_directions(op, 1, np.zeros((d, 0)), rng)
     z2 = abs(z2[0]) / second_order_z(d)
-    passes = op.passes + 5  # the residual, its control variate, the decomposition, two z-scores
+    passes = op.passes + 3  # the residual, its control variate, the decomposition (op counts the z-scores)
     return (u3[:, 0], z3, passes) if z3 >= z2 else (u2[:, 0], z2, passes)
 
 
@@ -138,11 +150,13 @@ def restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, skip, rng, full=None):
 
 
 def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge, rng, on_step, stopped,
-                    rounds, stages):
+                   rounds, stages, *, alpha=0.0, loss="squared"):
     """Levenberg-Marquardt rounds on a subsample of rows, then on all rows.
 
-    Appends a record per round (first stage) and per stage to ``rounds`` and
-    ``stages``; returns the best network found.
+    ``alpha`` and ``loss`` as in ``_refine.refine``. Restarts between rounds
+    (``restart``) are least-squares moves: for the cross-entropy there is
+    one round per stage. Appends a record per round (first stage) and per
+    stage to ``rounds`` and ``stages``; returns the best network found.
     """
     n, d = Xs.shape
     k, m = A2.shape
@@ -173,21 +187,27 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
         best, record = None, {"rows": rows_r, "iterations": 0, "cg": 0, "passes": 0, "grams": 0,
                               "restart_passes": 0}
         failures = 0
-        stage_rounds = 1 if last_stage and index > 0 else n_rounds
+        stage_rounds = 1 if (last_stage and index > 0) or loss != "squared" else n_rounds
         for round_ in range(stage_rounds):
             res = _refine.refine(Xr, Yr, A1, b1, A2, b2, activation, max_iter=max_iter, tol=tol, rng=rng,
-                                 stall=None if last_stage else STALL, callback=on_step)
-            mse = 2 * res.losses[-1] / m
-            score = mse
+                                 stall=None if last_stage else STALL, callback=on_step, alpha=alpha, loss=loss)
+            objective = res.losses[-1]
+            if loss != "squared":
+                mse = None
+            elif alpha:
+                mse = 2 * network_loss(Xr, Yr, res.A1, res.b1, res.A2, res.b2, activation, loss) / m
+            else:
+                mse = 2 * objective / m
+            score = objective
             if validation is not None and not last_stage:
-                Xv, Yv = validation
-                score = float(np.mean((derivative(activation, Xv @ res.A1 + res.b1, 0) @ res.A2 + res.b2 - Yv) ** 2))
+                score = network_loss(*validation, res.A1, res.b1, res.A2, res.b2, activation, loss)
             record["iterations"] += res.n_iter
             record["cg"] += res.n_cg
             record["passes"] += res.n_passes
             record["grams"] += res.n_gram
-            rounds.append({"stage": index, "iterations": res.n_iter, "cg": res.n_cg, "mse": mse,
-                           "validation_mse": score if score is not mse else None, "converged": res.converged})
+            rounds.append({"stage": index, "iterations": res.n_iter, "cg": res.n_cg, "loss": objective, "mse": mse,
+                           "validation_loss": score if score is not objective else None,
+                           "converged": res.converged})
             # Two rounds in a row that do not beat the best by 0.1% end the
             # rounds (on noisy labels the first round usually ends at the
             # optimum, and the next two confirm it); each failure re-seeds
@@ -197,14 +217,15 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
             else:
                 failures += 1
             if best is None or score < best[0]:
-                best = (score, res.A1, res.b1, res.A2, res.b2, res.converged)
-            if stopped() or mse <= floor or failures == 2 or round_ == stage_rounds - 1:
+                best = (score, res.A1, res.b1, res.A2, res.b2, res.converged, objective, mse)
+            if stopped() or (mse is not None and mse <= floor) or failures == 2 or round_ == stage_rounds - 1:
                 break
-            _, A1, b1, A2, b2, _ = best
-            A1, b1, A2, b2, used = restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, failures, rng, full=(Xs, Y))
+            _, A1, b1, A2, b2, *_ = best
+            A1, b1, A2, b2, used = restart(Xr, Yr, A1, b1, A2, b2, activation, ridge + alpha / rows_r, failures, rng,
+                                          full=(Xs, Y))
             record["restart_passes"] += used
-        score, A1, b1, A2, b2, converged = best
-        record.update(mse=score, converged=converged)
+        _, A1, b1, A2, b2, converged, objective, mse = best
+        record.update(loss=objective, mse=mse, converged=converged)
         stages.append(record)
         if stopped():
             break

@@ -141,13 +141,16 @@ def _entry_noise(op, B, rng, probes=8):
     standard Gaussian has variance m!). For r independent of x this is
     sd(r) / sqrt(n) for both; a residual whose size depends on x (a network
     that is not linear) has more, 1.25-1.45 times on planted networks, and
-    the noise edge is calibrated in these units. One pass."""
+    the noise edge is calibrated in these units. For other input densities
+    (a ``ScoreMoment``) the same formula uses their score functions; the
+    factorials are the Gaussian's, so the edge is approximate there. Two
+    passes (the operator counts them)."""
     W = B @ rng.standard_normal((B.shape[1], probes))
-    T = op.X @ (W / np.linalg.norm(W, axis=0))
+    W /= np.linalg.norm(W, axis=0)
     r = op.y[:, None]
-    n = T.shape[0]
-    sigma2 = np.mean(np.std(r * (T * T - 1.0), axis=0)) / np.sqrt(2.0 * n)
-    sigma3 = np.mean(np.std(r * T * (T * T - 3.0), axis=0)) / np.sqrt(6.0 * n)
+    n = r.shape[0]
+    sigma2 = np.mean(np.std(r * op.s2_samples(W), axis=0)) / np.sqrt(2.0 * n)
+    sigma3 = np.mean(np.std(r * op.uuu_samples(W), axis=0)) / np.sqrt(6.0 * n)
     tiny = np.finfo(float).tiny
     return max(sigma2, tiny), max(sigma3, tiny)
 

@@ -19,9 +19,9 @@ class TwoLayerNet:
 
     A1 (d, k), b1 (k,); a2 (k,) and b2 a float for one output, or a2 (k, m)
     and b2 (m,) for m outputs; activation (a name in
-    ``fastten.activations.ACTIVATIONS``). ``classes`` holds the two labels of
-    a binary classification fit (f estimates the probability of
-    ``classes[1]``), None for regression. A user activation (an
+    ``fastten.activations.ACTIVATIONS``). ``classes`` holds the labels of a
+    classification fit, one output (logit) per class, None for
+    regression. A user activation (an
     ``Activation`` object) is saved by name and must be handed back to
     ``load``. ``diagnostics`` is a JSON-ready
     record of how the network was fitted.
@@ -36,6 +36,8 @@ class TwoLayerNet:
     classes: np.ndarray = None
 
     def _checked(self, X):
+        if np.asarray(X).dtype.kind == "b":  # boolean features, as fit takes them
+            X = np.asarray(X, dtype=np.float64)
         X = check_samples(X)
         if X.shape[1] != self.A1.shape[0]:
             raise ValueError(f"X: expected {self.A1.shape[0]} features (columns), got {X.shape[1]}")
@@ -47,15 +49,24 @@ class TwoLayerNet:
         return derivative(self.activation, X @ self.A1 + self.b1, 0) @ self.a2 + self.b2
 
     def predict_proba(self, X):
-        """For a classification fit: the probability of ``classes[1]`` at the
-        rows of X, the network output clipped to [0, 1]."""
+        """For a classification fit: the probabilities of ``classes`` at the
+        rows of X, (n, n_classes), rows summing to one: the softmax of the
+        outputs (the logits). A network with one output and two classes
+        (a file written before multi-class fits) estimates P(classes[1])
+        itself, clipped to [0, 1]."""
         if self.classes is None:
             raise ValueError("predict_proba: this network was fitted for regression (task='regression')")
-        return np.clip(self.predict(X), 0.0, 1.0)
+        F = self.predict(X)
+        if F.ndim == 1:
+            p = np.clip(F, 0.0, 1.0)
+            return np.column_stack([1.0 - p, p])
+        F = F - F.max(axis=1, keepdims=True)
+        E = np.exp(F)
+        return E / E.sum(axis=1, keepdims=True)
 
     def predict_class(self, X):
-        """For a classification fit: the more probable of the two classes."""
-        return np.where(self.predict_proba(X) > 0.5, self.classes[1], self.classes[0])
+        """For a classification fit: the most probable class at each row."""
+        return self.classes[np.argmax(self.predict_proba(X), axis=1)]
 
     def save(self, path):
         """Write an ``.npz`` file: the arrays, and a JSON header (format tag,

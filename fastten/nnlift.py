@@ -38,13 +38,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._directions import VISIBLE_Z, initial_units, random_directions, tensor_directions, third_moment_z
+from ._inputs import Standardiser
+from ._output import softmax_output
 from ._random import check_random_state
-from ._rounds import refine_network, residual_direction, ridge_output
+from ._rounds import network_loss, refine_network, residual_direction, ridge_output
 from ._subspace import linear_residual
 from ._validation import check_int, check_samples, check_targets
 from .activations import derivative, get_activation
 from .decomposition import METHODS, ConvergenceWarning
 from .network import TwoLayerNet
+from .operators import DataMoment
 
 __all__ = ["fit", "IdentifiabilityWarning", "LocalOptimumWarning"]
 
@@ -71,20 +74,6 @@ BIAS_METHODS = ("moments", "fourier", "zero")
 EXACT_FIT = 1e-10
 
 
-def _standardiser(X):
-    mu = X.mean(axis=0)
-    Xc = X - mu
-    cov = Xc.T @ Xc / X.shape[0]
-    vals, vecs = np.linalg.eigh(cov)
-    if vals[0] <= 1e-10 * vals[-1]:
-        raise ValueError(
-            f"X: expected a non-singular sample covariance, got eigenvalues down to {vals[0]:.3g} "
-            f"(largest {vals[-1]:.3g}): some features are (nearly) linear combinations of others"
-        )
-    L = (vecs / np.sqrt(vals)) @ vecs.T  # Sigma^{-1/2}, symmetric
-    return mu, L, Xc @ L, float(vals[-1] / vals[0])
-
-
 def _plain(value):
     """The diagnostics as plain Python (JSON-ready) values."""
     if isinstance(value, dict):
@@ -99,22 +88,31 @@ def _plain(value):
 
 
 def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model="gaussian", init="tensor",
-        method="auto", bias_method="moments", refine=True, ridge=1e-8, max_iter=50, n_rounds=6, random_state=None,
-        callback=None, blas_threads=1):
+        method="auto", bias_method="moments", refine=True, alpha=0.0, early_stopping=False, validation_fraction=0.1,
+        n_iter_no_change=10, ridge=1e-8, max_iter=50, n_rounds=6, random_state=None, callback=None,
+        blas_threads=1):
     """Fit f(x) = a2^T sigma(A1^T x + b1) + b2 to (X, y) by the method of moments.
 
     Parameters
     ----------
-    X : array (n, d)
+    X : array (n, d) of real or boolean features on any scales; constant
+        features and null directions (features that are linear
+        combinations of others) are dropped from the fit, with a note in
+        ``diagnostics["inputs"]``, and get zero weights
     y : array (n,), or (n, m) for m outputs (a2 is then k x m); for
-        ``task="classification"``, n labels taking exactly two values
-    n_hidden : int, 1 <= n_hidden <= d
+        ``task="classification"``, n labels of any type taking at least two
+        values, each at least twice
+    n_hidden : int >= 1. The moments identify at most as many units as the
+        inputs have dimensions (``diagnostics["suggested_n_hidden"]`` is how
+        many they support); units beyond that start from random directions
+        and only the refinement trains them (docs/method.md)
     activation : "sigmoid", "tanh", "softplus", "relu", or a
         ``fastten.activations.Activation`` (a user activation given its
         derivatives)
-    task : "regression" (least squares) or "classification" (binary labels;
-        the network estimates P(y = classes[1] | x) = f(x), fitted by least
-        squares on 0/1 labels; see ``TwoLayerNet.predict_proba``)
+    task : "regression" (least squares) or "classification": one output
+        per class (logits), refined by cross-entropy of their softmax
+        (``TwoLayerNet.predict_proba``); the tensor stage and the initial
+        output layer see the one-hot labels
     input_model : "gaussian" (estimate mean and covariance and standardise)
         or "standard" (the inputs are N(0, I) already)
     init : "tensor" (the directions from the third moment: NN-LIFT) or
@@ -131,20 +129,34 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         started from second-order or random directions get unit norm and
         zero bias in every case.
     refine : run the local refinement after the tensor stage
-    ridge : L2 penalty (times n) on the output weights of the initial fit
+    alpha : float >= 0, L2 penalty on the weights of both layers in the
+        refinement, scikit-learn's convention: the objective is the mean
+        loss plus alpha / (2 n) (|A1|^2 + |A2|^2), with A1 on the whitened
+        inputs and A2 on the standardised targets (regression) or the logits
+    early_stopping : hold out ``validation_fraction`` of the rows (stratified
+        by class for classification) from every stage, and keep the network
+        of the refinement step with the lowest loss on them, stopping after
+        ``n_iter_no_change`` steps without an improvement of 1e-4 of it
+    validation_fraction : float in (0, 1), used with early_stopping
+    n_iter_no_change : int >= 1, Levenberg-Marquardt steps (not epochs:
+        each is a Gauss-Newton solve on all the rows) of patience
+    ridge : L2 penalty (times n) on the output weights of the initial fit,
+        added to alpha's
     max_iter : Levenberg-Marquardt iterations per round and stage
     n_rounds : refinement rounds on the subsample; after a round that stalls
         above zero loss, units of the wrong sign are flipped or the least
         useful unit is re-seeded from the residual's third or second moment
-        before the next (docs/method.md)
+        before the next (docs/method.md; least squares only)
     random_state : None, int or numpy.random.Generator; drives every random
         choice (same seed, same network)
     callback : None, or ``callback(network, info)`` called with the network
         (a TwoLayerNet in the caller's coordinates) after the initial fit
         (``info["stage"] == "init"``) and after every accepted refinement
         step (``"refine"``); ``info`` also holds ``"iteration"`` and
-        ``"training_mse"`` (on the rows of the current refinement stage, a
-        subsample at first). Returning True stops the refinement.
+        ``"training_loss"`` (the refinement's objective on the rows of the
+        current stage, a subsample at first; for least squares without
+        penalty also ``"training_mse"``, the mean squared error in the
+        caller's units). Returning True stops the refinement.
     blas_threads : int or None. The fit runs thousands of small matrix
         products, which BLAS threads slow down: at d=50, k=10, n=1e5 the fit
         took 1.9 s with one OpenBLAS thread and 4.4 s with two on an idle
@@ -157,9 +169,18 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
     Returns
     -------
     TwoLayerNet, with a ``diagnostics`` record (see docs/api.md).
+
+    Raises
+    ------
+    ValueError, TypeError : a bad option or bad data, naming the parameter.
+
+    Warns
+    -----
+    IdentifiabilityWarning, LocalOptimumWarning, ConvergenceWarning, and a
+    UserWarning when there are fewer rows than parameters.
     """
-    options = _check_options(activation, task, input_model, init, method, bias_method, refine, ridge, max_iter,
-                             n_rounds, callback, blas_threads)
+    options = _check_options(activation, task, input_model, init, method, bias_method, refine, alpha, early_stopping,
+                             validation_fraction, n_iter_no_change, ridge, max_iter, n_rounds, callback, blas_threads)
     with _blas_limit(blas_threads):
         return _fit(X, y, n_hidden, options, random_state)
 
@@ -176,10 +197,18 @@ class _Options:
     method: str
     bias_method: str
     refine: bool
+    alpha: float
+    early_stopping: bool
+    validation_fraction: float
+    n_iter_no_change: int
     ridge: float
     max_iter: int
     n_rounds: int
     callback: object
+
+    @property
+    def loss(self):
+        return "softmax" if self.task == "classification" else "squared"
 
 
 def _one_of(value, name, allowed):
@@ -188,41 +217,95 @@ def _one_of(value, name, allowed):
     return value
 
 
-def _check_options(activation, task, input_model, init, method, bias_method, refine, ridge, max_iter, n_rounds,
-                   callback, blas_threads):
+def _real(value, name, low, high=None, *, closed=True):
+    """A real number >= low (> low when not closed), and < high if given."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {value!r} of type {type(value).__name__}")
+    ok = (value >= low if closed else value > low) and (high is None or value < high)
+    if not ok:
+        expected = (f">= {low:g}" if closed else f"> {low:g}") + ("" if high is None else f" and < {high:g}")
+        raise ValueError(f"{name}: expected a number {expected}, got {value!r}")
+    return float(value)
+
+
+def _flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
+def _check_options(activation, task, input_model, init, method, bias_method, refine, alpha, early_stopping,
+                   validation_fraction, n_iter_no_change, ridge, max_iter, n_rounds, callback, blas_threads):
     """Every option of fit, checked before any data work."""
     if blas_threads is not None:
         check_int(blas_threads, "blas_threads", 1)
-    if not isinstance(refine, (bool, np.bool_)):
-        raise TypeError(f"refine: expected True or False, got {refine!r}")
-    if isinstance(ridge, (bool, np.bool_)) or not isinstance(ridge, numbers.Real) or not ridge >= 0:
-        raise ValueError(f"ridge: expected a number >= 0, got {ridge!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected None or a callable, got {type(callback).__name__}")
     return _Options(activation, get_activation(activation), _one_of(task, "task", TASKS),
                     _one_of(input_model, "input_model", INPUT_MODELS), _one_of(init, "init", INITS),
                     _one_of(method, "method", METHODS), _one_of(bias_method, "bias_method", BIAS_METHODS),
-                    bool(refine), float(ridge), check_int(max_iter, "max_iter", 0),
-                    check_int(n_rounds, "n_rounds", 1), callback)
+                    _flag(refine, "refine"), _real(alpha, "alpha", 0.0), _flag(early_stopping, "early_stopping"),
+                    _real(validation_fraction, "validation_fraction", 0.0, 1.0, closed=False),
+                    check_int(n_iter_no_change, "n_iter_no_change", 1), _real(ridge, "ridge", 0.0),
+                    check_int(max_iter, "max_iter", 0), check_int(n_rounds, "n_rounds", 1), callback)
 
 
-def _targets(X, y, task):
-    """(X as float64, Y (n, m), single output?, classes or None), checked."""
-    X = check_samples(X).astype(np.float64, copy=False)
-    n = X.shape[0]
+def _features(X):
+    """X as a finite float64 (n, d) array; boolean features become 0/1."""
+    if np.asarray(X).dtype.kind == "b":
+        X = np.asarray(X, dtype=np.float64)
+    return check_samples(X).astype(np.float64, copy=False)
+
+
+def _targets(y, n, task):
+    """(Y (n, m), single output?, classes or None), checked. For
+    classification Y holds the one-hot labels (one column per class)."""
     if task == "regression":
-        return (X, *check_targets(y, n), None)
+        Y, single = check_targets(y, n)
+        constant = np.flatnonzero(np.ptp(Y, axis=0) == 0)
+        if constant.size:
+            raise ValueError(f"y: expected labels that vary, got the constant {float(Y[0, constant[0]])!r}"
+                             + (f" in output column {constant[0]}" if Y.shape[1] > 1 else ""))
+        return Y, single, None
     labels = np.asarray(y)
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"y: expected {n} labels (one per row of X) in a 1-D array for "
                          f"task='classification', got shape {labels.shape}")
     if labels.dtype.kind in "iufb":
         check_targets(labels.astype(np.float64), n)  # finiteness
-    classes = np.unique(labels)
-    if classes.size != 2:
-        raise ValueError(f"y: expected 1-D labels taking exactly two values for task='classification', got "
-                         f"shape {labels.shape} with {classes.size} distinct values")
-    return X, (labels == classes[1]).astype(np.float64)[:, None], True, classes
+    elif labels.dtype.kind == "O" and any(label is None for label in labels):
+        raise ValueError("y: expected a class label in every row, got None")
+    classes, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    def label(i):
+        value = classes[i]
+        return repr(value.item() if isinstance(value, np.generic) else value)
+
+    if classes.size < 2:
+        raise ValueError(f"y: expected labels taking at least two values for task='classification', got only "
+                         f"{label(0)}")
+    if counts.min() < 2:
+        raise ValueError(f"y: expected at least two samples of each class, got one of class "
+                         f"{label(np.argmin(counts))}")
+    Y = np.zeros((n, classes.size))
+    Y[np.arange(n), index] = 1.0
+    return Y, False, classes
+
+
+def _split(Y, fraction, task, rng):
+    """(training rows, validation rows) for early stopping: a random
+    fraction of the rows, stratified by class for classification."""
+    n = Y.shape[0]
+    groups = [np.flatnonzero(Y[:, c]) for c in range(Y.shape[1])] if task == "classification" else [np.arange(n)]
+    held = []
+    for rows in groups:
+        count = int(round(fraction * rows.size)) if task == "classification" else int(np.ceil(fraction * n))
+        held.append(rng.choice(rows, size=min(count, rows.size - 1), replace=False))
+    held = np.sort(np.concatenate(held))
+    train = np.setdiff1d(np.arange(n), held)
+    if held.size < 2 or train.size < 2:
+        raise ValueError(f"validation_fraction: expected a fraction that leaves at least two rows for "
+                         f"validation and two for training, got {fraction!r} of {n} rows ({held.size} held out)")
+    return train, held
 
 
 def _blas_limit(threads):
@@ -238,19 +321,35 @@ def _blas_limit(threads):
     return contextlib.nullcontext()
 
 
+class _EarlyStopping:
+    """The refinement's step hook for early stopping: the loss on held-out
+    rows after every accepted step, the best network so far, and whether
+    ``patience`` steps went by without improving on it by 1e-4."""
+
+    def __init__(self, X, Y, activation, loss, patience):
+        self.X, self.Y, self.activation, self.loss, self.patience = X, Y, activation, loss, patience
+        self.best, self.best_loss, self.since = None, np.inf, 0
+        self.history = []
+
+    def step(self, A1, b1, A2, b2):
+        value = network_loss(self.X, self.Y, A1, b1, A2, b2, self.activation, self.loss)
+        self.history.append(value)
+        if value < self.best_loss * (1 - 1e-4):
+            self.since = 0
+        else:
+            self.since += 1
+        if value < self.best_loss:
+            self.best_loss, self.best = value, (A1.copy(), b1.copy(), A2.copy(), b2.copy())
+        return self.since >= self.patience
+
+
 def _fit(X, y, n_hidden, opts, random_state):
     start = time.perf_counter()
-    X, Y, single, classes = _targets(X, y, opts.task)
-    (n, d), m = X.shape, Y.shape[1]
-    k = check_int(n_hidden, "n_hidden", 1, d)
-    n_params = d * k + k + k * m + m
-    if n < n_params:
-        raise ValueError(f"X: expected at least {n_params} samples (the number of parameters for d={d}, "
-                         f"n_hidden={k}, {m} output{'s' * (m > 1)}), got {n}")
-    constant = np.flatnonzero(np.ptp(Y, axis=0) == 0)
-    if constant.size:
-        raise ValueError(f"y: expected labels that vary, got the constant {float(Y[0, constant[0]])!r}"
-                         + (f" in output column {constant[0]}" if m > 1 else ""))
+    X = _features(X)
+    n_all, d = X.shape
+    Y, single, classes = _targets(y, n_all, opts.task)
+    m = Y.shape[1]
+    k = check_int(n_hidden, "n_hidden", 1)
     rng = check_random_state(random_state)
     activation = opts.activation
     times, notes, passes = {}, [], {}
@@ -262,116 +361,184 @@ def _fit(X, y, n_hidden, opts, random_state):
         notes.append(message)
         warnings.warn(f"fit: {message}", category, stacklevel=4)  # note, _fit, fit, caller
 
-    # 1. Standardise.
+    validation = None
+    if opts.early_stopping:
+        train, held = _split(Y, opts.validation_fraction, opts.task, rng)
+        validation = (X[held], Y[held])
+        X, Y = X[train], Y[train]
+    n = X.shape[0]
+    if n < 2:
+        raise ValueError(f"X: expected at least 2 samples, got {n}")
+    n_params = d * k + k + k * m + m
+    if n < n_params:
+        note(f"{n} rows for {n_params} parameters (d={d}, n_hidden={k}, {m} output{'s' * (m > 1)}): the network "
+             f"can interpolate the data; regularise with alpha > 0 or early_stopping=True")
+
+    # 1. Standardise inputs (per feature, then whiten in the non-null space)
+    # and, for regression, targets.
     if opts.input_model == "gaussian":
-        mu, L, Xs, input_cond = _standardiser(X)
+        inputs, Z = Standardiser.fit(X)
+        Xs = inputs.whiten(Z)
         passes["standardise"] = 3
+        dropped = inputs.dropped
+        if dropped["constant_features"] or dropped["null_directions"]:
+            notes.append(f"inputs: dropped constant features {dropped['constant_features']} and "
+                         f"{dropped['null_directions']} null direction(s) of the correlation matrix; the fit uses "
+                         f"{inputs.rank} of {d} input dimensions")
+            logger.info("fit: %s", notes[-1])
     else:
-        mu, L, Xs, input_cond = np.zeros(d), np.eye(d), X, None
+        inputs, Xs = Standardiser.identity(d), X
         passes["standardise"] = 0
+    r = inputs.rank
+    if opts.task == "regression":
+        y_mean, y_scale = Y.mean(axis=0), Y.std(axis=0)
+    else:
+        y_mean, y_scale = np.zeros(m), np.ones(m)
+    Ys = (Y - y_mean) / y_scale
     lap("standardise")
 
     # 2-3. Directions, then scales, signs and biases (fastten._directions),
-    # from the labels combined with random weights over the outputs.
+    # from the labels combined with random weights over the outputs. The
+    # moments identify at most r directions; more units start at random.
     theta = rng.standard_normal(m)
-    y_t = Y @ (theta / np.linalg.norm(theta))
+    y_t = Ys @ (theta / np.linalg.norm(theta))
     y_t -= y_t.mean()
     r_t = linear_residual(Xs, y_t)
+    k_moments = min(k, r)
+    op = DataMoment(Xs, r_t)
     if opts.init == "tensor":
-        directions = tensor_directions(Xs, r_t, k, opts.method, rng)
+        directions = tensor_directions(op, k_moments, opts.method, rng)
     else:
-        directions = random_directions(d, k, rng)
+        directions = random_directions(r, k_moments, rng)
+    if k > r:
+        directions.U = np.hstack([directions.U, random_directions(r, k - r, rng).U])
+        notes.append(f"n_hidden={k} exceeds the {r} input dimensions: units {r}-{k - 1} start from random "
+                     f"directions, and only the refinement trains them")
     notes += directions.notes
     A1, b1, units, used = initial_units(Xs, y_t, directions, activation, opts.bias_method, rng)
     passes["tensor"] = directions.passes + used
     lap("tensor")
 
-    # 4. Output layer.
-    A2, b2, output_cond = ridge_output(derivative(activation, Xs @ A1 + b1, 0), Y, opts.ridge)
+    # 4. Output layer: least squares, then for classification the
+    # penalised cross-entropy of the logits.
+    F = derivative(activation, Xs @ A1 + b1, 0)
+    A2, b2, output_cond = ridge_output(F, Ys, opts.ridge + opts.alpha / n)
+    if opts.loss == "softmax":
+        A2, b2 = softmax_output(F, Ys, opts.alpha, rng=rng)
     passes["output_layer"] = 1
     lap("output_layer")
 
     def network(A1, b1, A2, b2, diagnostics):
-        A1_out = L @ A1
+        A1_out, b1_out = inputs.network(A1, b1)
+        A2, b2 = A2 * y_scale, b2 * y_scale + y_mean
         a2, b2 = (A2[:, 0], float(b2[0])) if single else (A2.copy(), b2.copy())
-        return TwoLayerNet(A1_out, b1 - A1_out.T @ mu, a2, b2, opts.activation_spec, diagnostics, classes)
+        return TwoLayerNet(A1_out, b1_out, a2, b2, opts.activation_spec, diagnostics, classes)
 
     stopped, steps = False, [0]
+    stopper = None
+    if validation is not None:
+        stopper = _EarlyStopping(inputs.transform(validation[0]), (validation[1] - y_mean) / y_scale, activation,
+                                 opts.loss, opts.n_iter_no_change)
+        stopper.step(A1, b1, A2, b2)
+    plain_mse = opts.loss == "squared"
+
+    def info(stage, loss):
+        record = {"stage": stage, "iteration": steps[0], "training_loss": loss}
+        if plain_mse:
+            record["training_mse"] = 2 * loss / m * float(np.mean(y_scale ** 2)) if opts.alpha == 0 else None
+        return record
 
     def on_step(A1, b1, A2, b2, loss):
         nonlocal stopped
         steps[0] += 1
-        stopped = bool(opts.callback(network(A1, b1, A2, b2, {}), {"stage": "refine", "iteration": steps[0],
-                                                                   "training_mse": 2 * loss / m}))
+        if stopper is not None and stopper.step(A1, b1, A2, b2):
+            stopped = True
+        if opts.callback is not None:
+            stopped = bool(opts.callback(network(A1, b1, A2, b2, {}), info("refine", loss))) or stopped
         return stopped
 
     if opts.callback is not None:
-        mse0 = float(np.mean((derivative(activation, Xs @ A1 + b1, 0) @ A2 + b2 - Y) ** 2))
-        stopped = bool(opts.callback(network(A1, b1, A2, b2, {}), {"stage": "init", "iteration": 0,
-                                                                   "training_mse": mse0}))
+        loss0 = network_loss(Xs, Ys, A1, b1, A2, b2, activation, opts.loss)
+        stopped = bool(opts.callback(network(A1, b1, A2, b2, {}), info("init", loss0)))
 
     # 5. Refinement rounds (fastten._rounds).
     rounds, stages = [], []
     refining = opts.refine and opts.max_iter and not stopped
     if refining:
-        A1, b1, A2, b2 = refine_network(Xs, Y, A1, b1, A2, b2, activation, opts.max_iter, opts.n_rounds, opts.ridge,
-                                        rng, on_step if opts.callback else None, lambda: stopped, rounds, stages)
+        hook = on_step if (opts.callback or stopper) else None
+        A1, b1, A2, b2 = refine_network(Xs, Ys, A1, b1, A2, b2, activation, opts.max_iter, opts.n_rounds,
+                                        opts.ridge, rng, hook, lambda: stopped, rounds, stages, alpha=opts.alpha,
+                                        loss=opts.loss)
+        if stopper is not None and stopper.best is not None:
+            A1, b1, A2, b2 = stopper.best
         # In passes over all n rows: a pass over the subsample counts rows / n.
         passes["refine"] = round(sum(s["passes"] * s["rows"] / n + s["restart_passes"] for s in stages), 1)
         last = stages[-1]
         if not last["converged"] and not stopped:
             note(f"refinement did not reach the optimum within {len(rounds)} rounds of max_iter={opts.max_iter} "
-                 f"(training MSE / Var(y) = {last['mse'] / np.mean(np.var(Y, axis=0)):.2e})", ConvergenceWarning)
+                 f"(final objective {last['loss']:.3e})", ConvergenceWarning)
     lap("refine")
 
     # 6. What the data still say.
-    mse = float(np.mean((derivative(activation, Xs @ A1 + b1, 0) @ A2 + b2 - Y) ** 2))
+    F = derivative(activation, Xs @ A1 + b1, 0)
+    mse = float(np.mean(((F @ A2 + b2 - Ys) * y_scale) ** 2)) if opts.loss == "squared" else None
+    final_loss = network_loss(Xs, Ys, A1, b1, A2, b2, activation, opts.loss)
+    exact = opts.loss == "squared" and mse <= EXACT_FIT * np.mean(np.var(Y, axis=0))
     structure = None
-    if refining and not stopped and mse > EXACT_FIT * np.mean(np.var(Y, axis=0)):
+    if refining and not stopped and opts.loss == "squared" and opts.alpha == 0 and not exact:
         # No silent local optimum: a residual that still correlates with the
         # inputs' score functions means the network misses a unit.
-        _, structure, used = residual_direction(Xs, Y, A1, b1, A2, b2, activation, rng)
+        _, structure, used = residual_direction(Xs, Ys, A1, b1, A2, b2, activation, rng)
         passes["residual_check"] = used
         if structure >= 1:
             note(f"the residual still correlates with the inputs (its strongest moment direction stands "
                  f"{structure:.1f}x above the noise threshold; training MSE / Var(y) = "
-                 f"{mse / np.mean(np.var(Y, axis=0)):.2e}): the refinement stopped at a local optimum, not the "
-                 f"best network for these data; try another random_state, more n_rounds or max_iter",
-                 LocalOptimumWarning)
+                 f"{mse / np.mean(np.var(Y, axis=0)):.2e}): the refinement stopped at a local optimum, or "
+                 f"n_hidden={k} units cannot fit these data; try another random_state, more n_rounds or max_iter, "
+                 f"or more units", LocalOptimumWarning)
     found = len(directions.kept) + directions.n_joint + directions.n_second
-    if opts.init == "tensor" and found < k:
+    if opts.init == "tensor" and found < k_moments:
         # More units than the moments support (or an activation whose
         # moments vanish): say what the fit did instead. Only a warning when
         # the fit is not exact in the end (the refinement may train them).
         message = (f"the moments support {found} of n_hidden={k} directions (the rest are not distinguishable "
-                   f"from sampling noise at n={n}); units {list(range(found, k))} started from random "
+                   f"from sampling noise at n={n}); units {list(range(found, k_moments))} started from random "
                    f"directions")
-        if mse > EXACT_FIT * np.mean(np.var(Y, axis=0)):
+        if not exact:
             note(message, IdentifiabilityWarning)
         else:
             notes.append(message)
             logger.info("fit: %s; the refinement reached an exact fit", message)
-    z_final = third_moment_z(Xs, r_t, A1 / np.linalg.norm(A1, axis=0))
+    z_final = third_moment_z(op, A1 / np.linalg.norm(A1, axis=0))
     unseen = np.flatnonzero(np.abs(z_final) < VISIBLE_Z).tolist()
     if unseen and not opts.refine:
         note(f"units {unseen} have no detectable third moment (|z| < {VISIBLE_Z}): the tensor stage cannot "
              f"identify them from these {n} samples; use refine=True or more samples", IdentifiabilityWarning)
     times["total"] = time.perf_counter() - start
+    sub = directions.subspace
     diagnostics = {
         "init": opts.init,
         "task": opts.task,
+        "inputs": inputs.to_dict(),
         **directions.to_dict(),
+        "suggested_n_hidden": sub.supported if sub is not None else None,
         "bias_method": opts.bias_method,
         "unit_recovery": units,
         "third_moment_z": np.abs(z_final).tolist(),
         "units_without_third_moment": unseen,
-        "input_condition_number": input_cond,
+        "input_condition_number": inputs.condition,
         "output_layer_condition_number": output_cond,
         "refinement_stages": stages,
         "refinement_rounds": rounds,
         "refinement_iterations": sum(s["iterations"] for s in stages),
         "refinement_cg_iterations": sum(s["cg"] for s in stages),
+        "loss": opts.loss,
+        "alpha": opts.alpha,
+        "training_loss": final_loss,
         "training_mse": mse,
+        "early_stopping": None if stopper is None else {
+            "validation_rows": int(validation[0].shape[0]), "best_validation_loss": stopper.best_loss,
+            "validation_losses": stopper.history, "stopped_early": bool(stopped)},
         "residual_structure": structure,
         "data_passes": passes,
         "times": times,

@@ -145,6 +145,18 @@ class DataMoment(TensorOperator):
         W = np.ascontiguousarray(W, dtype=self.X.dtype)
         return moments.projected3(self.X, self.y, W).astype(np.float64)
 
+    def s2_samples(self, U):
+        """Per-sample S2(x_i)(u, u) = (u . x_i)^2 - |u|^2, (n, m); one pass."""
+        self.passes += 1
+        Z = self.X @ U
+        return Z * Z - np.einsum("aj,aj->j", U, U)
+
+    def uuu_samples(self, U):
+        """Per-sample S3(x_i)(u, u, u) = (u . x_i)^3 - 3 |u|^2 (u . x_i), (n, m); one pass."""
+        self.passes += 1
+        Z = self.X @ U
+        return Z * (Z * Z - 3.0 * np.einsum("aj,aj->j", U, U))
+
 
 class Deflated(TensorOperator):
     """T - sum_j w_j v_j^(x)3 for an operator T, without touching T."""

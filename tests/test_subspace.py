@@ -6,13 +6,14 @@ import pytest
 from fastten._bias import relu_units_from_moments
 from fastten._subspace import linear_residual, noise_edge, signal_subspace
 from fastten.datasets import make_planted_network
-from fastten.nnlift import _standardiser
+from fastten._inputs import Standardiser
 from fastten.operators import DataMoment
 from fastten.moments import second_moment_dot, third_moment_iuu
 
 
 def _standard(X):
-    return _standardiser(X)[2]
+    inputs, Z = Standardiser.fit(X)
+    return inputs.whiten(Z)
 
 
 def test_linear_residual_is_orthogonal_to_one_and_x():
@@ -64,8 +65,9 @@ def test_planted_span_is_captured_and_supported():
     hits = 0
     for seed in range(4):
         net = make_planted_network(50_000, 20, 5, random_state=seed)
-        mu, L, X, _ = _standardiser(net.X)
-        A = np.linalg.solve(L, net.A1)
+        inputs, Z = Standardiser.fit(net.X)
+        X = inputs.whiten(Z)
+        A = np.linalg.solve(inputs.L, net.A1 * inputs.s[:, None])
         A /= np.linalg.norm(A, axis=0)
         rng = np.random.default_rng(seed)
         op = DataMoment(X, linear_residual(X, net.y))
