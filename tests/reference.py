@@ -232,3 +232,61 @@ def network_output(X, net):
     hidden = activation_derivative(np.asarray(X, dtype=float) @ net["A1"]
                                    + net["b1"], net["activation"], 0)
     return hidden @ net["a2"] + net["b2"]
+
+
+# ----------------------------------------------------------------------------
+# Score tensors of product densities (fastten.scores)
+# ----------------------------------------------------------------------------
+
+def product_score_tensors(psi, dpsi, d2psi):
+    """(S2, S3) of one sample of a product density, dense, from psi, psi' and
+    psi'' at its coordinates (each (d,)), by the formulas
+
+    S2 = psi psi - diag(psi');
+    S3_abc = psi_a psi_b psi_c - d_ab psi'_a psi_c - d_ac psi'_a psi_b
+             - d_bc psi'_b psi_a + d_abc psi''_a.
+    """
+    psi, dpsi, d2psi = (np.asarray(v, dtype=float) for v in (psi, dpsi, d2psi))
+    d = psi.shape[0]
+    D = np.diag(dpsi)
+    D3 = np.zeros((d, d, d))
+    D3[np.arange(d), np.arange(d), np.arange(d)] = d2psi
+    S2 = np.einsum("a,b->ab", psi, psi) - D
+    S3 = (np.einsum("a,b,c->abc", psi, psi, psi)
+          - np.einsum("ab,c->abc", D, psi)
+          - np.einsum("ac,b->abc", D, psi)
+          - np.einsum("bc,a->abc", D, psi)
+          + D3)
+    return S2, S3
+
+
+def product_density_scores(ratios):
+    """(S2, S3) of one sample from the definition S_m = (-1)^m grad^m p / p.
+
+    ratios (4, d): row r holds p_a^(r)(x_a) / p_a(x_a) for each coordinate a
+    (row 0 is all ones). For a product density, d^m p / (dx_a1 ... dx_am) / p
+    is the product over coordinates a of ratios[count of a among a1..am, a].
+    """
+    ratios = np.asarray(ratios, dtype=float)
+    d = ratios.shape[1]
+    out = []
+    for order in (2, 3):
+        S = np.empty((d,) * order)
+        for idx in np.ndindex(*S.shape):
+            counts = np.bincount(np.array(idx), minlength=d)
+            S[idx] = (-1) ** order * np.prod(ratios[counts, np.arange(d)])
+        out.append(S)
+    return tuple(out)
+
+
+def product_score_samples(Psi, dPsi, d2Psi):
+    """Stacks (n, d, d) and (n, d, d, d) of the per-sample S2 and S3 from the
+    (n, d) arrays of psi, psi', psi'' at the samples."""
+    pairs = [product_score_tensors(*rows) for rows in zip(Psi, dPsi, d2Psi)]
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
+def product_score_moment(Psi, dPsi, d2Psi, y, order):
+    """Dense (1/n) sum_i y_i S_order(x_i), order 2 or 3."""
+    S = product_score_samples(Psi, dPsi, d2Psi)[order - 2]
+    return np.einsum("i,i...->...", np.asarray(y, dtype=float), S) / S.shape[0]

@@ -17,6 +17,7 @@ from .contractions import (
 from .checks import nonfinite
 from .network import gn_product_acc
 from .projected import packed_plan, sym_packed_acc
+from . import scores
 from .sketch import count_sketch_acc, count_sketch_clear, cube_acc, dense_sketch_acc
 
 __all__ = [
