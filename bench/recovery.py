@@ -14,7 +14,10 @@ fits the slope of the d=20 error (sine of the worst angle) against n. The noisy
 scenario compares the excess test MSE with sigma^2 p / n. Classification
 compares the expected test accuracy with the Bayes classifier's. The
 "zhong-*" scenarios are the squared-ReLU setting of Zhong et al. (ICML 2017),
-whose bar issue #10 sets at exact recovery in >= 90% of seeds.
+whose bar issue #10 sets at exact recovery in >= 90% of seeds. The
+"product-*" scenarios (issue #12) draw independent logistic and Student-t(8)
+coordinates and fit them with the estimated product score
+(``input_model="product"``) and, beside it, the Gaussian one.
 """
 
 import argparse
@@ -27,6 +30,7 @@ import numpy as np
 from fastten import fit
 from fastten.activations import Activation
 from fastten.datasets import PlantedNetwork, make_planted_network
+from fastten.scores import Logistic, StudentT
 
 from . import _timing as T
 from ._peers import worst_cos
@@ -92,6 +96,12 @@ SCENARIOS.update({f"random-init-{act}-d50": (100_000, 50, 10, SCENARIOS[f"{act}-
 SCENARIOS.update({f"zhong-d{d}-n{n:.0e}".replace("+0", ""): (n, d, 5, {"zhong": True, "activation": SQUARED_RELU}, {},
                                                                "exact")
                   for d in (10, 20, 50) for n in (10_000, 100_000)})
+# Issue #12: independent logistic and Student-t(8) coordinates (alternating),
+# d=20, k=5, n=2e5; the estimated product score against the Gaussian one.
+NON_GAUSSIAN = {"input_density": "logistic-t8"}
+SCENARIOS.update({f"product{'-tensor-only' * (not refine)}-{model}-d20": (
+    200_000, 20, 5, NON_GAUSSIAN, {"input_model": model, "refine": refine}, "exact" if refine else "cos0.9")
+    for model in ("product", "gaussian") for refine in (True, False)})
 SWEEP_N = (10_000, 30_000, 100_000, 300_000, 1_000_000)
 
 
@@ -113,6 +123,8 @@ def _problem(n, d, k, options, seed):
     if options.pop("affine", False):
         rng = np.random.default_rng(10_000 + seed)
         options.update(mean=rng.uniform(-2.0, 2.0, d), cov=_cond10_covariance(d, rng))
+    if options.get("input_density") == "logistic-t8":
+        options["input_density"] = [Logistic() if i % 2 == 0 else StudentT(8) for i in range(d)]
     return make_planted_network(n, d, k, random_state=seed, **options)
 
 

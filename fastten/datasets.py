@@ -7,6 +7,7 @@ import numpy as np
 from ._random import check_random_state
 from ._validation import check_int
 from .activations import derivative, get_activation
+from .scores import Density
 
 __all__ = ["PlantedNetwork", "make_planted_network"]
 
@@ -41,10 +42,13 @@ class PlantedNetwork:
 
 def make_planted_network(n_samples, n_features, n_hidden, *, activation="sigmoid", weight_norm=1.0,
                          bias_range=(0.0, 1.0), noise=0.0, mean=None, cov=None, task="regression",
-                         n_test=10_000, random_state=None):
+                         input_density=None, n_test=10_000, random_state=None):
     """A random network and samples of it.
 
-    Inputs x ~ N(mean, cov) (default N(0, I)). A1 has random directions
+    Inputs x ~ N(mean, cov) (default N(0, I)); with ``input_density`` (a
+    ``fastten.scores.Density``, or a list of d of them) the standardised
+    coordinates are drawn independently from it instead of N(0, 1), then
+    mapped by mean and cov as before. A1 has random directions
     scaled to column norm ``weight_norm``; b1 has random signs and
     magnitudes uniform on ``bias_range`` (default: b1 uniform on [-1, 1];
     (0.3, 1) keeps ReLU units away from zero bias, where their third moment
@@ -85,6 +89,11 @@ def make_planted_network(n_samples, n_features, n_hidden, *, activation="sigmoid
             root = np.linalg.cholesky(cov)
         except np.linalg.LinAlgError:
             raise ValueError("cov: expected a positive definite matrix") from None
+    if input_density is not None:
+        densities = list(input_density) if isinstance(input_density, (list, tuple)) else [input_density] * d
+        if len(densities) != d or not all(isinstance(p, Density) for p in densities):
+            raise ValueError(f"input_density: expected a fastten.scores.Density or a list of {d} of them, "
+                             f"got {input_density!r}")
     # With default_rng(seed) here, the planted A1 would be the first draws
     # of the stream fit(random_state=seed) uses too, and init="random" would
     # start next to the planted directions (it did, in every benchmark with
@@ -111,7 +120,11 @@ def make_planted_network(n_samples, n_features, n_hidden, *, activation="sigmoid
     partial = PlantedNetwork(A1, b1, a2, b2, activation, *(None,) * 5)
 
     def draw(count):
-        X = mean + rng.standard_normal((count, d)) @ root.T
+        if input_density is None:
+            G = rng.standard_normal((count, d))
+        else:
+            G = np.column_stack([p.sample(rng, count) for p in densities])
+        X = mean + G @ root.T
         f = partial.output(X)
         if task == "classification":
             return X, f, (rng.random(count) < f).astype(np.float64)

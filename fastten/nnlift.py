@@ -48,6 +48,7 @@ from .activations import derivative, get_activation
 from .decomposition import METHODS, ConvergenceWarning
 from .network import TwoLayerNet
 from .operators import DataMoment
+from .scores import ScoreFunction, ScoreMoment, estimate_product_score
 
 __all__ = ["fit", "IdentifiabilityWarning", "LocalOptimumWarning"]
 
@@ -64,7 +65,7 @@ class LocalOptimumWarning(ConvergenceWarning):
     network is a local optimum, not the best fit to the data."""
 
 
-INPUT_MODELS = ("gaussian", "standard")
+INPUT_MODELS = ("gaussian", "standard", "product")
 INITS = ("tensor", "random")
 TASKS = ("regression", "classification")
 BIAS_METHODS = ("moments", "fourier", "zero")
@@ -113,8 +114,19 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         per class (logits), refined by cross-entropy of their softmax
         (``TwoLayerNet.predict_proba``); the tensor stage and the initial
         output layer see the one-hot labels
-    input_model : "gaussian" (estimate mean and covariance and standardise)
-        or "standard" (the inputs are N(0, I) already)
+    input_model : the input density whose score functions the moments use.
+        "gaussian" (default: standardise and whiten, Hermite scores);
+        "standard" (the inputs are N(0, I) already); "product"
+        (independent features of any densities: each standardised
+        feature's score is fitted by score matching,
+        ``fastten.estimate_product_score``, with its held-out Stein check in
+        ``diagnostics["input_model"]``); or a ``fastten.ScoreFunction``
+        (e.g. ``ProductScore([Logistic(), StudentT(8), ...])``) of the
+        standardised features (x - mean) / std. With a non-Gaussian model
+        the units start with unit norm and zero bias (the moment-based
+        scales and biases are Gaussian closed forms) and the tensor stage
+        does not use the fourth moment; the residual check after the
+        refinement is skipped (it has the Gaussian score)
     init : "tensor" (the directions from the third moment: NN-LIFT) or
         "random" (random unit directions; the baseline that isolates what
         the tensor stage buys)
@@ -192,7 +204,7 @@ class _Options:
     activation_spec: object  # as given: the fitted network keeps it
     activation: object
     task: str
-    input_model: str
+    input_model: object  # a name in INPUT_MODELS or a ScoreFunction
     init: str
     method: str
     bias_method: str
@@ -209,6 +221,10 @@ class _Options:
     @property
     def loss(self):
         return "softmax" if self.task == "classification" else "squared"
+
+    @property
+    def gaussian(self):
+        return isinstance(self.input_model, str) and self.input_model in ("gaussian", "standard")
 
 
 def _one_of(value, name, allowed):
@@ -242,7 +258,8 @@ def _check_options(activation, task, input_model, init, method, bias_method, ref
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected None or a callable, got {type(callback).__name__}")
     return _Options(activation, get_activation(activation), _one_of(task, "task", TASKS),
-                    _one_of(input_model, "input_model", INPUT_MODELS), _one_of(init, "init", INITS),
+                    input_model if isinstance(input_model, ScoreFunction)
+                    else _one_of(input_model, "input_model", INPUT_MODELS), _one_of(init, "init", INITS),
                     _one_of(method, "method", METHODS), _one_of(bias_method, "bias_method", BIAS_METHODS),
                     _flag(refine, "refine"), _real(alpha, "alpha", 0.0), _flag(early_stopping, "early_stopping"),
                     _real(validation_fraction, "validation_fraction", 0.0, 1.0, closed=False),
@@ -376,7 +393,7 @@ def _fit(X, y, n_hidden, opts, random_state):
 
     # 1. Standardise inputs (per feature, then whiten in the non-null space)
     # and, for regression, targets.
-    if opts.input_model == "gaussian":
+    if opts.input_model != "standard":
         inputs, Z = Standardiser.fit(X)
         Xs = inputs.whiten(Z)
         passes["standardise"] = 3
@@ -405,9 +422,24 @@ def _fit(X, y, n_hidden, opts, random_state):
     y_t -= y_t.mean()
     r_t = linear_residual(Xs, y_t)
     k_moments = min(k, r)
-    op = DataMoment(Xs, r_t)
+    score_record = None
+    if opts.gaussian:
+        op = DataMoment(Xs, r_t)
+    else:
+        # The product density holds in the standardised features Z (a
+        # rotation would mix them); the residual r_t is the same there.
+        if inputs.rank < Z.shape[1]:
+            raise ValueError(f"input_model: a product density needs features that are not linear combinations of "
+                             f"others, got {inputs.dropped['null_directions']} null direction(s)")
+        score = estimate_product_score(Z, rng) if opts.input_model == "product" else opts.input_model
+        op = ScoreMoment(score, Z, r_t)
+        score_record = {"score": repr(score), **(getattr(score, "diagnostics", None) or {})}
     if opts.init == "tensor":
         directions = tensor_directions(op, k_moments, opts.method, rng)
+        if not opts.gaussian:
+            # Directions on Z to weights on the whitened x~ (unit norm).
+            U = inputs.from_standardised(directions.U)
+            directions.U = U / np.linalg.norm(U, axis=0)
     else:
         directions = random_directions(r, k_moments, rng)
     if k > r:
@@ -415,7 +447,8 @@ def _fit(X, y, n_hidden, opts, random_state):
         notes.append(f"n_hidden={k} exceeds the {r} input dimensions: units {r}-{k - 1} start from random "
                      f"directions, and only the refinement trains them")
     notes += directions.notes
-    A1, b1, units, used = initial_units(Xs, y_t, directions, activation, opts.bias_method, rng)
+    bias_method = opts.bias_method if opts.gaussian else "zero"
+    A1, b1, units, used = initial_units(Xs, y_t, directions, activation, bias_method, rng)
     passes["tensor"] = directions.passes + used
     lap("tensor")
 
@@ -485,7 +518,7 @@ def _fit(X, y, n_hidden, opts, random_state):
     final_loss = network_loss(Xs, Ys, A1, b1, A2, b2, activation, opts.loss)
     exact = opts.loss == "squared" and mse <= EXACT_FIT * np.mean(np.var(Y, axis=0))
     structure = None
-    if refining and not stopped and opts.loss == "squared" and opts.alpha == 0 and not exact:
+    if refining and not stopped and opts.loss == "squared" and opts.alpha == 0 and opts.gaussian and not exact:
         # No silent local optimum: a residual that still correlates with the
         # inputs' score functions means the network misses a unit.
         _, structure, used = residual_direction(Xs, Ys, A1, b1, A2, b2, activation, rng)
@@ -509,7 +542,8 @@ def _fit(X, y, n_hidden, opts, random_state):
         else:
             notes.append(message)
             logger.info("fit: %s; the refinement reached an exact fit", message)
-    z_final = third_moment_z(op, A1 / np.linalg.norm(A1, axis=0))
+    unit = A1 / np.linalg.norm(A1, axis=0)
+    z_final = third_moment_z(op, unit if opts.gaussian else inputs.L @ unit)
     unseen = np.flatnonzero(np.abs(z_final) < VISIBLE_Z).tolist()
     if unseen and not opts.refine:
         note(f"units {unseen} have no detectable third moment (|z| < {VISIBLE_Z}): the tensor stage cannot "
@@ -520,9 +554,11 @@ def _fit(X, y, n_hidden, opts, random_state):
         "init": opts.init,
         "task": opts.task,
         "inputs": inputs.to_dict(),
+        "input_model": opts.input_model if isinstance(opts.input_model, str) else "score",
+        "score": score_record,
         **directions.to_dict(),
         "suggested_n_hidden": sub.supported if sub is not None else None,
-        "bias_method": opts.bias_method,
+        "bias_method": bias_method,
         "unit_recovery": units,
         "third_moment_z": np.abs(z_final).tolist(),
         "units_without_third_moment": unseen,
