@@ -70,6 +70,13 @@ INITS = ("tensor", "random")
 TASKS = ("regression", "classification")
 BIAS_METHODS = ("moments", "fourier", "zero")
 
+# Rows on which input_model="product" fits each feature's score (score
+# matching, ``fastten.scores.estimate_product_score``): at d=20, n=2e5
+# (logistic and Student-t(8) inputs, k=5, seeds 0-4) the tensor stage took
+# 2.0 s instead of 3.6 s, with worst |cos| 0.9978-0.9995 against
+# 0.9985-0.9995 from scores fitted on all rows.
+SCORE_ROWS = 20_000
+
 # Training MSE / Var(y) below which a fit is exact and its residual is not
 # examined for structure.
 EXACT_FIT = 1e-10
@@ -431,7 +438,13 @@ def _fit(X, y, n_hidden, opts, random_state):
         if inputs.rank < Z.shape[1]:
             raise ValueError(f"input_model: a product density needs features that are not linear combinations of "
                              f"others, got {inputs.dropped['null_directions']} null direction(s)")
-        score = estimate_product_score(Z, rng) if opts.input_model == "product" else opts.input_model
+        if opts.input_model == "product":
+            # A one-dimensional score needs far fewer rows than the moments:
+            # fitted on SCORE_ROWS of them, evaluated on all.
+            rows = rng.choice(n, size=SCORE_ROWS, replace=False) if n > SCORE_ROWS else slice(None)
+            score = estimate_product_score(Z[rows], rng)
+        else:
+            score = opts.input_model
         op = ScoreMoment(score, Z, r_t)
         score_record = {"score": repr(score), **(getattr(score, "diagnostics", None) or {})}
     if opts.init == "tensor":
