@@ -411,6 +411,14 @@ PRECONDITIONERS = {"structured": _StructuredPreconditioner, "full": _FullPrecond
 
 # Parameters up to which the preconditioner holds the whole Gram matrix.
 FULL_PRECONDITIONER_MAX = 1200
+# Largest cost of a structured preconditioner's build, in units of n d k
+# (about one Gauss-Newton product), for which "auto" picks it ("block"
+# above). Planted sigmoid networks: 1.1 and 14 at d=50, k=10 (all rows,
+# the 8336-row subsample); 7 and 42 at d=100, k=20, n=2e5, where "block"
+# on the subsample made the fit 2.5 times slower (61 s against 25 s, seeds
+# 0-1). Digits (n=1347, 10 classes): 200 at k=16 and 980 at k=32, where
+# "block" was 6 and 18 times faster.
+STRUCTURED_MAX_COST = 100.0
 
 # Softmax (issue #12), measured with one BLAS thread on labels sampled from
 # planted sigmoid networks, alpha = 1, starts 0.3 from the truth, tol 1e-10,
@@ -436,7 +444,9 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
     one (one-hot or soft labels). With softmax the returned (A2, b2) are
     centred over the outputs (every row sums to zero). ``alpha`` >= 0: the
     L2 penalty, scikit-learn's convention. ``preconditioner`` of the CG solves:
-    "structured" (the default "auto", for both losses: the Gauss-Newton
+    "structured" (what "auto", the default, picks for both losses when its
+    build costs at most STRUCTURED_MAX_COST Gauss-Newton products, "block"
+    otherwise: few rows and many parameters; the Gauss-Newton
     matrix of standard Gaussian inputs, O(d k^2 + k^4) per application
     whatever n, its small dense block from ``n_precondition`` rows, None:
     max(2048, 32 q);
@@ -488,7 +498,16 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
     if preconditioner == "empirical":
         preconditioner = "block" if net.size > FULL_PRECONDITIONER_MAX else "full"
     elif preconditioner == "auto":
-        preconditioner = "structured"
+        # The structured matrix's build, O(rows q^2 m), against the CG
+        # products it saves, O(n d k m) each: on few rows the products are
+        # cheap and the block preconditioner's extra CG iterations cost
+        # less than the builds (digits, n=1347, d=61, 10 classes, 50
+        # steps: k=16 0.39 s against 2.5 s, k=32 0.6 s against 11 s, k=80
+        # 10 steps 0.8 s against 66 s, the same test accuracy); on the
+        # planted problems the structured one wins (STRUCTURED_MAX_COST).
+        q = k * k + k + k * m + m
+        ratio = min(n, max(2048, 32 * q)) * q * q / (n * d * k)
+        preconditioner = "structured" if ratio <= STRUCTURED_MAX_COST else "block"
     if preconditioner not in PRECONDITIONERS:
         raise ValueError(f"preconditioner: expected one of {('auto', 'empirical') + tuple(PRECONDITIONERS)}, "
                          f"got {preconditioner!r}")
