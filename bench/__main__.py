@@ -7,7 +7,7 @@ and ``run(args)`` (as bench/kernels.py does), and add one line to COMMANDS.
 import argparse
 import sys
 
-from . import decompose, kernels, recovery, scaling, sgd
+from . import decompose, kernels, real, recovery, scaling, sgd
 
 COMMANDS = (
     kernels.add_parser,
@@ -15,6 +15,7 @@ COMMANDS = (
     sgd.add_parser,
     scaling.add_parser,
     recovery.add_parser,
+    real.add_parser,
 )
 
 

@@ -265,3 +265,131 @@ def test_a_busy_machine_is_flagged_when_methods_run_on_several_threads():
 def test_default_threads_without_pytorch_are_all_cpus(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
     assert sgd.default_threads() == (os.cpu_count() or 1)
+
+
+# ----------------------------------------------------------------------------
+# python -m bench real: scikit-learn's bundled data sets
+# ----------------------------------------------------------------------------
+
+real = pytest.importorskip("bench.real", reason="bench/ is in a checkout, not in the installed package")
+
+
+class _Refuses:
+    """A model whose fit raises, as fastten does for an input it does not take."""
+
+    def fit(self, X, y):
+        raise ValueError("n_hidden: expected an integer in [1, 4], got 8")
+
+
+class _Constant:
+    """A model that predicts the first training label everywhere (NaN if told to)."""
+
+    def __init__(self, value=None):
+        self.value = value
+
+    def fit(self, X, y):
+        self.label_ = y[0] if self.value is None else self.value
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.label_)
+
+
+def _fits(method, width, scores, dataset="toy", task="classification"):
+    """Fit records as bench.real.run_dataset makes them; None: a refused split."""
+    return [{"dataset": dataset, "task": task, "width": width, "method": method, "split": i, "seed": i,
+             "status": "refused" if s is None else "ok", "score": s, "fit_s": 0.1 * (i + 1),
+             "message": "ValueError: no" if s is None else None, "warnings": [], "alpha": 1e-4}
+            for i, s in enumerate(scores)]
+
+
+def test_real_records_a_refusal_or_a_failure_instead_of_raising():
+    X, y = np.arange(12.0).reshape(6, 2), np.array([0, 1, 0, 1, 0, 1])
+    refused = real.fit_and_score(_Refuses(), "classification", X, y, X, y)
+    assert refused["status"] == "refused" and refused["score"] is None
+    assert refused["message"] == "ValueError: n_hidden: expected an integer in [1, 4], got 8"
+    failed = real.fit_and_score(_Constant(np.nan), "regression", X, y.astype(float), X, y.astype(float))
+    assert failed["status"] == "error" and "non-finite" in failed["message"]
+    scored = real.fit_and_score(_Constant(), "classification", X, y, X, y)
+    assert scored["status"] == "ok" and scored["score"] == 0.5  # label 0 everywhere: half right
+
+
+def test_real_summary_takes_medians_over_scored_splits_and_the_verdict_the_best_full_rows():
+    fits = (_fits("fastten", 8, [0.95, None, 0.99, 0.99]) + _fits("fastten", 4, [0.93, 0.94, 0.95, 0.96])
+            + _fits("sklearn-lbfgs", 4, [0.94, 0.95, 0.96, 0.97]) + _fits("linear", None, [0.90, 0.90, 0.91, 0.92]))
+    rows = real.summarise(fits)
+    assert [(r["width"], r["method"]) for r in rows] == [(4, "fastten"), (4, "sklearn-lbfgs"), (8, "fastten"),
+                                                        (None, "linear")]
+    wide = rows[2]
+    assert wide["scored"] == 3 and wide["failed"] == 1 and wide["median"] == 0.99
+    assert wide["messages"] == {"refused: ValueError: no": 1}
+    assert wide["median_fit_s"] == pytest.approx(0.3)  # fits that refused are not timed
+    assert rows[0]["q25"] <= rows[0]["median"] <= rows[0]["q75"] and rows[0]["iqr"] == pytest.approx(0.015)
+    (verdict,) = real.verdicts(rows)
+    # width 8 has the higher median but refused a split: width 4 is compared
+    assert verdict["fastten"] == {"method": "fastten", "width": 4, "median": pytest.approx(0.945)}
+    assert verdict["best"]["method"] == "sklearn-lbfgs" and verdict["margin"] == pytest.approx(-0.01)
+    assert verdict["meets_bar"]
+    line = real.verdict_line(verdict, rows)
+    assert line.startswith("- toy (accuracy): ") and "margin -0.010: meets the bar" in line
+
+
+def test_real_verdict_says_when_fastten_refused_everywhere():
+    rows = real.summarise(_fits("fastten", 3, [None, None]) + _fits("linear", None, [0.9, 0.8]))
+    (verdict,) = real.verdicts(rows)
+    assert verdict["fastten"] is None and verdict["margin"] is None
+    assert "fastten scored on no width on every split (2/2 fits refused or failed)" in real.verdict_line(verdict,
+                                                                                                          rows)
+
+
+def test_real_passes_fastten_only_the_options_its_fit_takes():
+    settings = {"activation": "tanh", "early_stopping": "on", "alphas": [1e-3]}
+    old = real.make_model("fastten", "regression", 4, dict(settings, fastten_options=["activation", "task"]),
+                          1e-3, 7)
+    assert old.options == {"activation": "tanh", "task": "regression", "random_state": 7}
+    new = real.make_model("fastten", "regression", 4,
+                          dict(settings, fastten_options=["activation", "task", "alpha", "early_stopping"]), 1e-3, 7)
+    assert new.options["alpha"] == 1e-3 and new.options["early_stopping"] is True
+
+
+def test_real_rejects_an_unknown_data_set_with_usage():
+    result = run_bench("real", "--datasets", "mnist")
+    assert result.returncode == 2 and "--datasets" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_real_smoke_run_prints_the_table_and_writes_the_json(tmp_path):
+    import json
+
+    path = tmp_path / "real.jsonl"
+    result = run_bench("real", "--datasets", "iris", "--widths", "3", "--splits", "2", "--threads", "1",
+                       "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "- command: `python -m bench real --datasets iris --widths 3 --splits 2 --seed 0`" in out
+    assert "scikit-learn 1." in out and "| data set |" in out and "- iris (accuracy): " in out
+    for label in ("| fastten ", "| scikit-learn MLP, adam ", "| scikit-learn MLP, lbfgs ", "| LogisticRegression "):
+        assert sum(line.startswith("| iris") and label in line for line in out.splitlines()) == 1, label
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    kinds = [r["kind"] for r in records]
+    assert kinds.count("fit") == 2 * 4 and kinds.count("row") == 4 and kinds.count("verdict") == 1
+    assert kinds[-1] == "run" and records[-1]["splits"] == 2
+    for fit in (r for r in records if r["kind"] == "fit"):
+        # fastten may refuse iris (three classes): then the refusal is recorded, with its message
+        assert (fit["status"] == "ok") == (fit["score"] is not None) == (fit["message"] is None), fit
+    rows = {r["method"]: r for r in records if r["kind"] == "row"}
+    assert rows["linear"]["median"] > 0.8  # LogisticRegression on iris: about 0.97
+    assert rows["fastten"]["scored"] + rows["fastten"]["failed"] == 2
+
+
+def test_real_alpha_grid_refits_with_the_alpha_that_scores_best_on_the_inner_split(monkeypatch):
+    def model(method, task, width, settings, alpha, seed):
+        return _Constant(1 if alpha == 1e-2 else 0)  # only alpha=1e-2 predicts the majority label
+
+    monkeypatch.setattr(real, "make_model", model)
+    X, y = np.zeros((40, 2)), np.array([1] * 30 + [0] * 10)
+    settings = {"alphas": [1e-4, 1e-2, 1.0], "fastten_options": ["alpha"]}
+    record = real.fit_selected("sklearn-adam", "classification", 4, settings, X, y, X, y, 0)
+    assert record["alpha"] == 1e-2 and record["score"] == 0.75
+    assert record["inner_scores"] == {"0.0001": 0.3, "0.01": 0.7, "1.0": 0.3}
+    no_alpha = real.fit_selected("fastten", "classification", 4, dict(settings, fastten_options=[]), X, y, X, y, 0)
+    assert no_alpha["alpha"] is None and no_alpha["inner_scores"] == {}  # nothing to choose: one fit
