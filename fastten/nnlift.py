@@ -395,8 +395,12 @@ def _fit(X, y, n_hidden, opts, random_state):
         raise ValueError(f"X: expected at least 2 samples, got {n}")
     n_params = d * k + k + k * m + m
     if n < n_params:
-        note(f"{n} rows for {n_params} parameters (d={d}, n_hidden={k}, {m} output{'s' * (m > 1)}): the network "
-             f"can interpolate the data; regularise with alpha > 0 or early_stopping=True")
+        message = f"{n} rows for {n_params} parameters (d={d}, n_hidden={k}, {m} output{'s' * (m > 1)})"
+        if opts.alpha == 0 and not opts.early_stopping:
+            note(f"{message}: the network can interpolate the data; regularise with alpha > 0 or "
+                 f"early_stopping=True")
+        else:
+            notes.append(message)
 
     # 1. Standardise inputs (per feature, then whiten in the non-null space)
     # and, for regression, targets.

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from fastten import fit
+from fastten import IdentifiabilityWarning, fit
 from fastten.activations import derivative
 from fastten.datasets import make_planted_network
 
@@ -124,9 +124,15 @@ def test_early_stopping_holds_out_rows_and_keeps_the_best_step():
 
 def test_fewer_rows_than_parameters_warn_and_fit():
     net = make_planted_network(15, 4, 3, noise=0.1, random_state=0)
-    with pytest.warns(UserWarning, match=r"15 rows for 19 parameters"):
-        model = fit(net.X, net.y, 3, alpha=1.0, random_state=0)
+    with pytest.warns(UserWarning, match=r"15 rows for 19 parameters .* the network can interpolate"):
+        model = fit(net.X, net.y, 3, random_state=0)
     assert np.isfinite(model.predict(net.X_test)).all()
+    # Regularised, the same fit only records it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", category=IdentifiabilityWarning)
+        model = fit(net.X, net.y, 3, alpha=1.0, random_state=0)
+    assert "15 rows for 19 parameters (d=4, n_hidden=3, 1 output)" in model.diagnostics["warnings"]
 
 
 def _non_gaussian(n, d, k, seed):
