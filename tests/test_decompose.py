@@ -95,6 +95,10 @@ def cramer_rao_column_errors(w, V, sigma):
                      for j in range(k)]) / np.linalg.norm(B, axis=0)
 
 
+# The non-orthogonal engine's Levenberg-Marquardt polish costs O(k^6) per
+# step; fit decomposes at most 20 components. Ranks up to 30 took 25-60 s
+# per test with it (40 examples), against 1-2 s for the other engines.
+NONORTHOGONAL_MAX_RANK = 20
 ortho_shapes = st.integers(1, 30).flatmap(lambda d: st.tuples(st.integers(0, 2**32 - 1), st.just(d), st.integers(1, d)))
 
 
@@ -102,6 +106,7 @@ ortho_shapes = st.integers(1, 30).flatmap(lambda d: st.tuples(st.integers(0, 2**
 @given(case=ortho_shapes)
 def test_orthogonal_exact_recovery(method, case):
     seed, d, k = case
+    k = k if method != "nonorthogonal" else min(k, NONORTHOGONAL_MAX_RANK)
     w, V = planted(seed, d, k, orthogonal=True)
     dec = decompose(cube(w, V), k, method=method, random_state=seed)
     v_err, w_err = component_errors(w, V, dec)
@@ -115,6 +120,10 @@ def test_orthogonal_exact_recovery(method, case):
 @given(case=ortho_shapes, frac=st.floats(0.05, 1.0))
 def test_power_method_perturbation_bound(method, case, frac):
     seed, d, k = case
+    # "auto" on a dense tensor is the non-orthogonal engine, which on noisy
+    # tensors also grows a candidate rank by rank: 26 s for ranks up to 20
+    # in the CI profile (100 examples), 10 keeps the bound's test cheap.
+    k = k if method != "auto" else min(k, 10)
     w, V = planted(seed, d, k, orthogonal=True)
     eps = frac * np.abs(w).min() / (10 * k)
     T = cube(w, V) + symmetric_noise(seed, d, eps)
