@@ -127,7 +127,7 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         (independent features of any densities: each standardised
         feature's score is fitted by score matching,
         ``fastten.estimate_product_score``, with its held-out Stein check in
-        ``diagnostics["input_model"]``); or a ``fastten.ScoreFunction``
+        ``diagnostics["score"]``); or a ``fastten.ScoreFunction``
         (e.g. ``ProductScore([Logistic(), StudentT(8), ...])``) of the
         standardised features (x - mean) / std. With a non-Gaussian model
         the units start with unit norm and zero bias (the moment-based
