@@ -367,6 +367,25 @@ class _EarlyStopping:
         return self.since >= self.patience
 
 
+def _score_moment(opts, inputs, Z, r, rng):
+    """(the cross-moment of the residuals r with a non-Gaussian input
+    model's score, its record for the diagnostics). The product density
+    holds in the standardised features Z (a rotation would mix them); the
+    control-variate residual is the same there as on the whitened inputs."""
+    if inputs.rank < Z.shape[1]:
+        raise ValueError(f"input_model: a product density needs features that are not linear combinations of "
+                         f"others, got {inputs.dropped['null_directions']} null direction(s)")
+    if opts.input_model == "product":
+        # A one-dimensional score needs far fewer rows than the moments:
+        # fitted on SCORE_ROWS of them, evaluated on all.
+        n = Z.shape[0]
+        rows = rng.choice(n, size=SCORE_ROWS, replace=False) if n > SCORE_ROWS else slice(None)
+        score = estimate_product_score(Z[rows], rng)
+    else:
+        score = opts.input_model
+    return ScoreMoment(score, Z, r), {"score": repr(score), **(getattr(score, "diagnostics", None) or {})}
+
+
 def _fit(X, y, n_hidden, opts, random_state):
     start = time.perf_counter()
     X = _features(X)
@@ -433,24 +452,7 @@ def _fit(X, y, n_hidden, opts, random_state):
     y_t -= y_t.mean()
     r_t = linear_residual(Xs, y_t)
     k_moments = min(k, r)
-    score_record = None
-    if opts.gaussian:
-        op = DataMoment(Xs, r_t)
-    else:
-        # The product density holds in the standardised features Z (a
-        # rotation would mix them); the residual r_t is the same there.
-        if inputs.rank < Z.shape[1]:
-            raise ValueError(f"input_model: a product density needs features that are not linear combinations of "
-                             f"others, got {inputs.dropped['null_directions']} null direction(s)")
-        if opts.input_model == "product":
-            # A one-dimensional score needs far fewer rows than the moments:
-            # fitted on SCORE_ROWS of them, evaluated on all.
-            rows = rng.choice(n, size=SCORE_ROWS, replace=False) if n > SCORE_ROWS else slice(None)
-            score = estimate_product_score(Z[rows], rng)
-        else:
-            score = opts.input_model
-        op = ScoreMoment(score, Z, r_t)
-        score_record = {"score": repr(score), **(getattr(score, "diagnostics", None) or {})}
+    op, score_record = (DataMoment(Xs, r_t), None) if opts.gaussian else _score_moment(opts, inputs, Z, r_t, rng)
     if opts.init == "tensor":
         directions = tensor_directions(op, k_moments, opts.method, rng)
         if not opts.gaussian:
