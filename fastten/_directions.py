@@ -99,13 +99,18 @@ def tensor_directions(op, k, method, rng):
     z = third_moment_z(op, dec.factors)
     threshold = visible_z(op.dim, k)
     candidates = R4 = None
-    if sub is not None and k <= MAX_DECOMPOSED and np.sum(np.abs(z) >= threshold) < k:
+    # The joint decomposition's rank: no more than the directions the
+    # combined spectrum supports above its noise edge (none: no joint
+    # decomposition). On real data it was most of the stage otherwise
+    # (digits, k=16: about 6 of 7 s, and no joint direction used).
+    rank = k if sub is None else min(k, sub.supported)
+    if sub is not None and 0 < rank <= MAX_DECOMPOSED and np.sum(np.abs(z) >= threshold) < k:
         # Units the third moment does not see may still be seen by the
         # second and fourth (ReLU and softplus near zero bias, DESIGN 3.2):
-        # decompose them all at once in the leading k dimensions, up to
-        # k = MAX_DECOMPOSED (the fourth moment costs n k^4 / 24, the
-        # joint polish O(k^6) per step).
-        Qk = sub.basis[:, :k]
+        # decompose them all at once in the leading dimensions, up to
+        # MAX_DECOMPOSED (the fourth moment costs n rank^4 / 24, the joint
+        # polish O(rank^6) per step).
+        Qk = sub.basis[:, :rank]
         M2 = Qk.T @ op.second_moment_dot(Qk)
         gaussian = isinstance(op, DataMoment)  # the fourth-order kernel has the Gaussian score
         R4 = fourth_moment_projected(op.X, op.y, Qk) if gaussian else None
