@@ -87,8 +87,9 @@ class Standardiser:
     def from_standardised(self, W):
         """Directions W (len(keep), k) on the standardised features z as
         weights on x~: z = x~ L^+ (exact on the span the data occupy)."""
-        return np.linalg.lstsq(self.L, W, rcond=None)[0] if self.L.shape[0] != self.L.shape[1] else \
-            np.linalg.solve(self.L, W)
+        if self.L.shape[0] == self.L.shape[1]:
+            return np.linalg.solve(self.L, W)
+        return np.linalg.lstsq(self.L, W, rcond=None)[0]
 
     def network(self, A1, b1):
         """Hidden-layer weights and biases on x~ mapped to the caller's x:
