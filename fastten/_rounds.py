@@ -15,12 +15,13 @@ import numpy as np
 
 from . import _refine
 from ._directions import second_moment_directions, second_order_z, third_moment_z, visible_z
+from ._output import softmax_loss
 from ._subspace import linear_residual
 from .activations import derivative
 from .decomposition import decompose
 from .operators import DataMoment
 
-__all__ = ["network_loss", "ridge_output", "refine_network", "residual_direction"]
+__all__ = ["network_loss", "output_loss", "ridge_output", "refine_network", "residual_direction"]
 
 logger = logging.getLogger("fastten")
 
@@ -37,16 +38,18 @@ SUBSAMPLE_PER_PARAMETER = 16
 STALL = (10, 0.02)
 
 
-def network_loss(X, Y, A1, b1, A2, b2, activation, loss):
-    """The mean loss of the network on (X, Y), without penalty: half the
+def output_loss(F, Y, loss):
+    """The mean loss of outputs F (n, m) against Y, without penalty: half the
     summed squared error per row ("squared", as ``_refine``) or the
-    cross-entropy of the softmax of the outputs against Y ("softmax")."""
-    F = derivative(activation, X @ A1 + b1, 0) @ A2 + b2
+    cross-entropy of the softmax of F against Y ("softmax")."""
     if loss == "squared":
-        return 0.5 * float(np.sum((F - Y) ** 2)) / X.shape[0]
-    F -= F.max(axis=1, keepdims=True)
-    log_p = F - np.log(np.exp(F).sum(axis=1, keepdims=True))
-    return -float(np.sum(Y * log_p)) / X.shape[0]
+        return 0.5 * float(np.sum((F - Y) ** 2)) / F.shape[0]
+    return softmax_loss(F, Y)[0]
+
+
+def network_loss(X, Y, A1, b1, A2, b2, activation, loss):
+    """``output_loss`` of the network's outputs on the rows of X."""
+    return output_loss(derivative(activation, X @ A1 + b1, 0) @ A2 + b2, Y, loss)
 
 
 def ridge_output(F, Y, ridge):

@@ -41,7 +41,7 @@ from ._directions import VISIBLE_Z, initial_units, random_directions, tensor_dir
 from ._inputs import Standardiser
 from ._output import softmax_output
 from ._random import check_random_state
-from ._rounds import network_loss, refine_network, residual_direction, ridge_output
+from ._rounds import network_loss, output_loss, refine_network, residual_direction, ridge_output
 from ._subspace import linear_residual
 from ._validation import check_int, check_samples, check_targets
 from .activations import derivative, get_activation
@@ -532,9 +532,9 @@ def _fit(X, y, n_hidden, opts, random_state):
     lap("refine")
 
     # 6. What the data still say.
-    F = derivative(activation, Xs @ A1 + b1, 0)
-    mse = float(np.mean(((F @ A2 + b2 - Ys) * y_scale) ** 2)) if opts.loss == "squared" else None
-    final_loss = network_loss(Xs, Ys, A1, b1, A2, b2, activation, opts.loss)
+    outputs = derivative(activation, Xs @ A1 + b1, 0) @ A2 + b2
+    mse = float(np.mean(((outputs - Ys) * y_scale) ** 2)) if opts.loss == "squared" else None
+    final_loss = output_loss(outputs, Ys, opts.loss)
     exact = opts.loss == "squared" and mse <= EXACT_FIT * np.mean(np.var(Y, axis=0))
     structure = None
     if refining and not stopped and opts.loss == "squared" and opts.alpha == 0 and opts.gaussian and not exact:
