@@ -163,11 +163,13 @@ def _ridge_output(S, Y, alpha):
 
 
 def _gn_product(X, state, v, net):
-    """J^T J v (J^T H J v for softmax) in one pass over X."""
+    """J^T J v (J^T H J v for softmax) in one pass over X. With X in
+    float32 the two products per block run in float32 (the sums across
+    blocks stay float64): relative error about 1e-7."""
     VA, vb1, VA2, vb2 = net.unpack(v)
     outA, outb1 = np.zeros((net.d, net.k)), np.zeros(net.k)
     outA2, outb2 = np.zeros((net.k, net.m)), np.zeros(net.m)
-    args = (np.ascontiguousarray(VA), vb1, np.ascontiguousarray(VA2), vb2, outA, outb1, outA2, outb2)
+    args = (np.ascontiguousarray(VA, dtype=X.dtype), vb1, np.ascontiguousarray(VA2), vb2, outA, outb1, outA2, outb2)
     if state.P is None:
         gn_product_acc(X, state.D, state.S, np.ascontiguousarray(state.A2), *args)
     else:
@@ -420,6 +422,17 @@ FULL_PRECONDITIONER_MAX = 1200
 # "block" was 6 and 18 times faster.
 STRUCTURED_MAX_COST = 100.0
 
+# The loss at which a fit counts as exact, relative to the targets'
+# variance: rounding keeps the squared loss of an exact network at 1e-32 to
+# 1e-30 of it (planted sigmoid networks, d=50 to 1000), where the steps
+# stop decreasing it and, before this floor was raised from 1e-30, ran on
+# for max_iter steps of rejected trials (a d=1000 fit spent 250 of its 580
+# s there).
+LOSS_FLOOR = 1e-26
+# The CG products run on a float32 copy of X from this many entries on
+# (n d); see refine.
+MIXED_PRECISION_MIN = 1 << 20
+
 # Softmax (issue #12), measured with one BLAS thread on labels sampled from
 # planted sigmoid networks, alpha = 1, starts 0.3 from the truth, tol 1e-10,
 # medians. d=5, k=3, m=2 and 3, n=5000, 12 problems: steps / CG iterations
@@ -471,7 +484,7 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
     accepted step with the penalised objective; returning True stops there.
     ``losses`` and every test below are on the penalised objective too.
     Converged means the relative
-    decrease of a step fell below ``tol``, the loss reached 1e-30 of the
+    decrease of a step fell below ``tol``, the loss reached LOSS_FLOOR of the
     labels' variance, or no step could decrease it. ``stall=(w, f)`` also stops, not converged, when the last w
     accepted steps lowered the loss by less than the fraction f together.
     """
@@ -489,7 +502,7 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
     gauge = net.centred if loss == "softmax" else (lambda theta: theta)
     ridge = alpha / n
     state = _State(X, Y, gauge(net.pack(A1, b1, A2, b2)), net, activation, loss, alpha)
-    floor = 1e-30 * 0.5 * max(np.sum(np.var(Y, axis=0)), np.finfo(float).tiny)
+    floor = LOSS_FLOOR * 0.5 * max(np.sum(np.var(Y, axis=0)), np.finfo(float).tiny)
     losses, mu, n_cg, passes, it = [state.loss], 1e-3, 0, 1, 0
     converged = state.loss <= floor
     gram, built_at, g, g0, used, n_gram = None, None, None, None, 0, 0
@@ -525,6 +538,14 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
         n_precondition = max(2048, 32 * (k * k + k + k * m + m)) if preconditioner == "structured" else 2048
     rows = np.sort(rng.choice(n, size=min(n, n_precondition), replace=False))
     preconditioner = PRECONDITIONERS[preconditioner]
+    # The CG products need only CG's accuracy: in float32 (a copy of X)
+    # they cost less (MIXED_PRECISION); the gradient and the loss stay in
+    # float64, and the solves stop at 1e-4 (float32 products cannot go
+    # much further), so the steps converge linearly at that rate instead
+    # of quadratically at the very end.
+    mixed = X.dtype == np.float64 and n * d >= MIXED_PRECISION_MIN
+    X_cg = X.astype(np.float32) if mixed else X
+    rtol_min = 1e-4 if mixed else 0.0
     weights = net.weights
     while not converged and it < max_iter:
         it += 1
@@ -537,14 +558,14 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
         diag, precondition = gram.diag, gram.damp(mu)
 
         def hvp(v):
-            out = _gn_product(X, state, v, net) / n + mu * diag * v
+            out = _gn_product(X_cg, state, v, net) / n + mu * diag * v
             return out + ridge * weights * v if alpha else out
 
         # Inexact Newton (Eisenstat and Walker 1996): solve loosely while
         # the gradient is large, tightly near the optimum.
         g_norm = np.linalg.norm(g)
         g0 = g_norm if g0 is None else g0
-        rtol = min(cg_tol, np.sqrt(g_norm / g0))
+        rtol = min(cg_tol, max(np.sqrt(g_norm / g0), rtol_min))
         delta, residual, used = _pcg(hvp, -g, precondition, max_cg, rtol)
         n_cg += used
         passes += used

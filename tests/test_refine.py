@@ -506,3 +506,19 @@ def test_loss_options_are_checked(kwargs, match):
     _, args = _near_truth()
     with pytest.raises(ValueError, match=match):
         refine(*args, rng=np.random.default_rng(0), **kwargs)
+
+
+@pytest.mark.parametrize("loss, m", [("squared", 1), ("squared", 3), ("softmax", 3)])
+@pytest.mark.parametrize("d", [3, 700])  # 700: blocks of 374 rows (gn_block), several per product
+def test_float32_gauss_newton_product_matches_float64(loss, m, d):
+    # The CG products of a large fit run on a float32 copy of X
+    # (MIXED_PRECISION_MIN). Reference: the float64 product. Each entry sums
+    # n products of O(1) float32-rounded terms, so the error relative to the
+    # largest entry is a few float32 epsilons (1.2e-7), far below CG's 1e-4.
+    X, net, state, rng = _problem(3 * 2048 + 5, d, 2, m, seed=d + m, scale=1.0, loss=loss)
+    v = rng.standard_normal(net.size)
+    expected = _refine._gn_product(X, state, v, net)
+    got = _refine._gn_product(X.astype(np.float32), state, v, net)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
+    assert not np.array_equal(got, expected)  # the float32 path did run

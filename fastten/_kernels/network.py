@@ -26,6 +26,13 @@ from .contractions import BLOCK
 
 
 @kernel
+def gn_block(d):
+    """Rows per block: BLOCK, or fewer for wide X so that a block (about
+    2 MB in float64) stays in cache between its two products."""
+    return max(64, min(BLOCK, (1 << 18) // max(d, 1)))
+
+
+@kernel
 def gn_product_acc(X, D, S, A2, VA, vb1, VA2, vb2, outA, outb1, outA2, outb2):
     """Adds the sums of J^T J v (not divided by n) into outA (d, k),
     outb1 (k,), outA2 (k, m) and outb2 (m,)."""
@@ -47,11 +54,12 @@ def _gn_rows(X, D, S, A2, P, weighted, VA, vb1, VA2, vb2, outA, outb1, outA2, ou
     when ``weighted``, then J^T U."""
     n, d = X.shape
     k, m = A2.shape
-    B = np.empty((BLOCK, k))
-    tmp = np.empty((d, k))
+    block = gn_block(d)
+    B = np.empty((block, k), dtype=X.dtype)
+    tmp = np.empty((d, k), dtype=X.dtype)
     u = np.empty(m)
-    for i0 in range(0, n, BLOCK):
-        i1 = min(n, i0 + BLOCK)
+    for i0 in range(0, n, block):
+        i1 = min(n, i0 + block)
         Bb = B[: i1 - i0]
         np.dot(X[i0:i1], VA, Bb)
         for i in range(i1 - i0):
