@@ -60,6 +60,7 @@ class _Checked:
         if self.width is None:
             self.width, self.dtype = X.shape[1], X.dtype
             self.label_width = None if Y is None else (1 if Y.ndim == 1 else Y.shape[1])
+            self.label_ndim = None if Y is None else Y.ndim
         return X, Y
 
     def _finish(self, rows, blocks):

@@ -125,13 +125,13 @@ class DataMoment(TensorOperator):
         self.X = X
 
     @classmethod
-    def from_source(cls, source, dim, counter=None, stage="tensor"):
+    def from_source(cls, source, dim, counter=None, stage="tensor", y=None):
         """The moment of the rows of ``source`` (``fastten._sources``: blocks
         of standardised rows and 1-D labels), passes counted in ``counter``
         (a ``PassCounter``) under ``stage``. ``X`` is not available; ``y``
-        is gathered in one pass when first asked for."""
+        is gathered in one pass when first asked for, unless given."""
         op = cls.__new__(cls)
-        op._start(source, dim, None, counter, stage)
+        op._start(source, dim, y, counter, stage)
         return op
 
     def _start(self, source, dim, y, counter=None, stage="tensor"):
