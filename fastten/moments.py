@@ -12,8 +12,8 @@ Labels are used as given; centring y (which lowers the variance and leaves the
 population moments of order >= 1 unchanged) is the caller's choice.
 
 Results have the dtype of X (float32 or float64); sums are accumulated in
-float64 across blocks of rows. For streaming, call the accumulate kernels in
-:mod:`fastten._kernels` on successive row blocks and divide by the total count.
+float64 across blocks of rows. For streaming, feed row blocks to the
+accumulators of :mod:`fastten.accumulate`.
 """
 
 import functools
