@@ -324,12 +324,15 @@ class _KernelMoment(Accumulator):
         return self.out / self.n
 
 
-def _vectors(U, name, rows=None):
+def _vectors(U, name, rows=None, check=True):
+    """U as a float64 (d, m) array, checked unless ``check`` is False (the
+    library's own callers: operators trust their arguments, and a NaN
+    probe must propagate as it does through the kernels)."""
     arr = np.asarray(U, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] < 1 or (rows is not None and arr.shape[0] != rows):
         raise ValueError(f"{name}: expected a 2-D array (d, m) with m >= 1, one column per vector, got shape "
                          f"{arr.shape}")
-    if not np.isfinite(arr).all():
+    if check and not np.isfinite(arr).all():
         raise ValueError(f"{name}: expected finite values, got NaN or infinite entries")
     return np.ascontiguousarray(arr)
 
@@ -351,8 +354,8 @@ class FirstMoment(_KernelMoment):
 class SecondMomentDot(_KernelMoment):
     """E[y S2] Omega = (1/n) sum_i y_i (x_i x_i^T - I) Omega, (d, m)."""
 
-    def __init__(self, Omega):
-        Omega = _vectors(Omega, "Omega")
+    def __init__(self, Omega, *, check=True):
+        Omega = _vectors(Omega, "Omega", check=check)
         super().__init__(Omega, width=Omega.shape[0])
 
     def _shape(self):
@@ -364,8 +367,8 @@ class SecondMomentDot(_KernelMoment):
 class ThirdMomentIUU(_KernelMoment):
     """Columns E[y S3](I, u_j, u_j) for the columns of U (d, m), (d, m)."""
 
-    def __init__(self, U):
-        U = _vectors(U, "U")
+    def __init__(self, U, *, check=True):
+        U = _vectors(U, "U", check=check)
         super().__init__(U, width=U.shape[0])
 
     def _shape(self):
@@ -377,8 +380,8 @@ class ThirdMomentIUU(_KernelMoment):
 class ThirdMomentUUU(_KernelMoment):
     """Values E[y S3](u_j, u_j, u_j) for the columns of U (d, m), (m,)."""
 
-    def __init__(self, U):
-        U = _vectors(U, "U")
+    def __init__(self, U, *, check=True):
+        U = _vectors(U, "U", check=check)
         super().__init__(U, width=U.shape[0])
 
     def _shape(self):
@@ -390,9 +393,9 @@ class ThirdMomentUUU(_KernelMoment):
 class ThirdMomentSliceDot(_KernelMoment):
     """E[y S3](I, I, theta) Omega for theta (d,) and Omega (d, m), (d, m)."""
 
-    def __init__(self, theta, Omega):
-        Omega = _vectors(Omega, "Omega")
-        theta = _vectors(np.reshape(theta, (-1, 1)), "theta", Omega.shape[0])[:, 0].copy()
+    def __init__(self, theta, Omega, *, check=True):
+        Omega = _vectors(Omega, "Omega", check=check)
+        theta = _vectors(np.reshape(theta, (-1, 1)), "theta", Omega.shape[0], check)[:, 0].copy()
         super().__init__(theta, Omega, width=Omega.shape[0])
 
     def _shape(self):
@@ -404,8 +407,8 @@ class ThirdMomentSliceDot(_KernelMoment):
 class FourthMomentIUUU(_KernelMoment):
     """Columns E[y S4](I, u_j, u_j, u_j) for the columns of U (d, m), (d, m)."""
 
-    def __init__(self, U):
-        U = _vectors(U, "U")
+    def __init__(self, U, *, check=True):
+        U = _vectors(U, "U", check=check)
         super().__init__(U, width=U.shape[0])
 
     def _shape(self):
@@ -421,8 +424,8 @@ class ProjectedMoment(_KernelMoment):
     sums of the Hermite corrections, all added in float64; ``result``
     applies the corrections and unpacks."""
 
-    def __init__(self, W, order=3):
-        W = _vectors(W, "W")
+    def __init__(self, W, order=3, *, check=True):
+        W = _vectors(W, "W", check=check)
         if order not in (3, 4):
             raise ValueError(f"order: expected 3 or 4, got {order!r}")
         self.order = order

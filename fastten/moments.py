@@ -165,7 +165,7 @@ def projected3(X, y, W):
     block through ``fastten.accumulate.ProjectedMoment``."""
     from .accumulate import ProjectedMoment  # accumulate builds on this module
 
-    return ProjectedMoment(W, 3)._add(X, y).result().astype(X.dtype, copy=False)
+    return ProjectedMoment(W, 3, check=False)._add(X, y).result().astype(X.dtype, copy=False)
 
 
 def fourth_moment_projected(X, y, W):
@@ -177,4 +177,4 @@ def fourth_moment_projected(X, y, W):
     from .accumulate import ProjectedMoment
 
     X, y, W = _projected_data(X, y, W)
-    return ProjectedMoment(W, 4)._add(X, y).result().astype(X.dtype, copy=False)
+    return ProjectedMoment(W, 4, check=False)._add(X, y).result().astype(X.dtype, copy=False)
