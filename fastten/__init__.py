@@ -8,7 +8,7 @@ Importing fastten compiles nothing: kernels compile on first use and are
 cached on disk.
 """
 
-from . import activations, datasets, moments, operators, scores, sketch
+from . import accumulate, activations, datasets, moments, operators, scores, sketch
 from .decomposition import ConvergenceWarning, Decomposition, RankWarning, WhiteningError, decompose
 from .network import TwoLayerNet
 from .nnlift import IdentifiabilityWarning, LocalOptimumWarning, fit
@@ -19,5 +19,5 @@ __all__ = [
     "fit", "TwoLayerNet", "IdentifiabilityWarning", "LocalOptimumWarning",
     "decompose", "Decomposition", "ConvergenceWarning", "RankWarning", "WhiteningError",
     "ProductScore", "ScoreFunction", "ScoreMoment", "estimate_product_score",
-    "activations", "datasets", "moments", "operators", "scores", "sketch", "__version__",
+    "accumulate", "activations", "datasets", "moments", "operators", "scores", "sketch", "__version__",
 ]

@@ -20,7 +20,6 @@ from . import _bias, _nonorth
 from ._subspace import signal_subspace
 from .activations import derivative
 from .decomposition import decompose
-from .moments import fourth_moment_projected
 from .operators import DataMoment
 
 __all__ = ["Directions", "tensor_directions", "random_directions", "initial_units", "third_moment_z",
@@ -113,7 +112,7 @@ def tensor_directions(op, k, method, rng):
         Qk = sub.basis[:, :rank]
         M2 = Qk.T @ op.second_moment_dot(Qk)
         gaussian = isinstance(op, DataMoment)  # the fourth-order kernel has the Gaussian score
-        R4 = fourth_moment_projected(op.X, op.y, Qk) if gaussian else None
+        R4 = op.fourth_projected(Qk) if gaussian else None
         sigma = np.std(op.y) / np.sqrt(op.y.shape[0])
         V = _nonorth.joint_decompose((M2 + M2.T) / 2, op.project(Qk), sigma, rng, R4=R4)[0]
         candidates = Qk @ V
@@ -122,7 +121,7 @@ def tensor_directions(op, k, method, rng):
     # Recorded, not re-issued: the fit checks the directions itself (the z
     # test) and warns about what it cannot recover.
     notes = [f"tensor stage: {w.message}" for w in caught]
-    passes = op.passes + 1 + (R4 is not None)  # + the residual, E[r S4] projected
+    passes = op.passes + 1  # + the residual (op counts E[r S4] projected)
     return Directions(U, kept, n_joint, n_second, z, dec, sub, passes, notes)
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .accumulate import Covariance, Pass
+
 # Eigenvalues of the correlation matrix below this fraction of the largest
 # are null directions. The eigenvalues of an exactly collinear set come out
 # at about 1e-16 times the largest (rounding); 1e-10 leaves six orders of
@@ -50,27 +52,37 @@ class Standardiser:
                    {"constant_features": [], "null_directions": 0})
 
     @classmethod
-    def fit(cls, X):
+    def fit(cls, X, counter=None):
         """The standardiser of the rows of X (n, d); returns it and the
         standardised features Z (n, len(keep)), the coordinates in which a
-        product density factorises."""
-        n, d = X.shape
-        mu = X.mean(axis=0)
-        Z = X - mu
-        s = np.sqrt(np.einsum("ij,ij->j", Z, Z) / n)
+        product density factorises. The statistics are one pass of
+        ``fastten.accumulate.Covariance`` over blocks of rows (counted in
+        ``counter``, a PassCounter, when given)."""
+        from ._sources import ArraySource  # the sources build on the accumulators
+
+        stats = Pass(counter, "standardise").run(ArraySource(X).blocks(), Covariance(), check=False).result()
+        inputs = cls.from_covariance(stats.mean, stats.cov)
+        Z = (X - inputs.mu)[:, inputs.keep] / inputs.s[inputs.keep]
+        return inputs, Z
+
+    @classmethod
+    def from_covariance(cls, mu, cov):
+        """The standardiser of rows of mean mu (d,) and covariance cov (d, d)
+        (divided by n: ``fastten.accumulate.Covariance``)."""
+        s = np.sqrt(np.maximum(np.diag(cov), 0.0))
         # Constant up to rounding: a spread below 1e-12 of the magnitude.
         constant = ~(s > 1e-12 * np.maximum(np.abs(mu), np.finfo(float).tiny))
         keep = np.flatnonzero(~constant)
         s = np.where(constant, 1.0, s)
-        Z = Z[:, keep] / s[keep] if constant.any() else Z / s
-        vals, vecs = np.linalg.eigh(Z.T @ Z / n)
+        R = cov[np.ix_(keep, keep)] / np.outer(s[keep], s[keep])
+        vals, vecs = np.linalg.eigh(R)
         good = vals > RANK_TOL * vals[-1]
         if good.all():
             L = (vecs / np.sqrt(vals)) @ vecs.T
         else:
             L = vecs[:, good] / np.sqrt(vals[good])
         dropped = {"constant_features": np.flatnonzero(constant).tolist(), "null_directions": int((~good).sum())}
-        return cls(mu, s, keep, L, float(vals[-1] / vals[good][0]), dropped), Z
+        return cls(mu, s, keep, L, float(vals[-1] / vals[good][0]), dropped)
 
     @property
     def rank(self):

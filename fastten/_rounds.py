@@ -16,6 +16,7 @@ import numpy as np
 from . import _refine
 from ._directions import second_moment_directions, second_order_z, third_moment_z, visible_z
 from ._output import softmax_loss
+from .accumulate import NormalEquations
 from ._subspace import linear_residual
 from .activations import derivative
 from .decomposition import decompose
@@ -54,13 +55,9 @@ def network_loss(X, Y, A1, b1, A2, b2, activation, loss):
 
 def ridge_output(F, Y, ridge):
     """Least squares of Y (n, m) on [F, 1] with an L2 penalty ridge * n on the
-    weights of F; returns (A2 (k, m), b2 (m,), condition number)."""
-    n, k = F.shape
-    A = np.hstack([F, np.ones((n, 1))])
-    H = A.T @ A
-    H[np.arange(k), np.arange(k)] += ridge * n
-    coef = np.linalg.solve(H, A.T @ Y)
-    return coef[:k], coef[k], float(np.linalg.cond(H))
+    weights of F; returns (A2 (k, m), b2 (m,), condition number): the normal
+    equations of ``fastten.accumulate.NormalEquations`` in one block."""
+    return NormalEquations()._add(F, Y).result(ridge)
 
 
 def flip_signs(Xr, Yr, A1, b1, activation, ridge, mse):

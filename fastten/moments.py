@@ -12,8 +12,8 @@ Labels are used as given; centring y (which lowers the variance and leaves the
 population moments of order >= 1 unchanged) is the caller's choice.
 
 Results have the dtype of X (float32 or float64); sums are accumulated in
-float64 across blocks of rows. For streaming, call the accumulate kernels in
-:mod:`fastten._kernels` on successive row blocks and divide by the total count.
+float64 across blocks of rows. For streaming, feed row blocks to the
+accumulators of :mod:`fastten.accumulate`.
 """
 
 import functools
@@ -122,15 +122,6 @@ def _plan(k, order):
     return plan
 
 
-def _power_sum(Z, y, order):
-    """sum_i y_i z_i^(x)order, packed (sorted indices, lexicographic)."""
-    k = Z.shape[1]
-    tuples, offsets, tile_start = _plan(k, order)
-    out = np.zeros(math.comb(k + order - 1, order))
-    K.sym_packed_acc(Z, y, tuples, offsets, tile_start, out)
-    return out
-
-
 @functools.lru_cache(maxsize=16)
 def _unpack_index(k, order):
     index = np.array(list(combinations_with_replacement(range(k), order)), dtype=np.intp)
@@ -170,15 +161,11 @@ def third_moment_projected(X, y, W):
 
 
 def projected3(X, y, W):
-    """third_moment_projected for checked inputs (W in X's dtype)."""
-    Z, G = X @ W, W.T.astype(np.float64) @ W
-    n, k = Z.shape
-    R = _power_sum(Z, y, 3)
-    m1 = np.zeros(k)
-    K.first_acc(Z, y, m1)
-    a, b, c = _unpack_index(k, 3).T
-    R -= m1[a] * G[b, c] + m1[b] * G[a, c] + m1[c] * G[a, b]
-    return _finish(unpack_symmetric(R, k, 3), n, X.dtype)
+    """third_moment_projected for checked inputs (W in X's dtype): one
+    block through ``fastten.accumulate.ProjectedMoment``."""
+    from .accumulate import ProjectedMoment  # accumulate builds on this module
+
+    return ProjectedMoment(W, 3, check=False)._add(X, y).result().astype(X.dtype, copy=False)
 
 
 def fourth_moment_projected(X, y, W):
@@ -187,15 +174,7 @@ def fourth_moment_projected(X, y, W):
     R4 = (1/n) sum_i y_i [z^(x)4 - sym6(z z^T (x) G) + sym3(G (x) G)], exactly
     symmetric like :func:`third_moment_projected`.
     """
+    from .accumulate import ProjectedMoment
+
     X, y, W = _projected_data(X, y, W)
-    Z, G = X @ W, W.T.astype(np.float64) @ W
-    n, k = Z.shape
-    R = _power_sum(Z, y, 4)
-    ysum = float(np.sum(y, dtype=np.float64))
-    M2 = ysum * np.eye(k)  # s2_dot_acc adds sum_i y_i (z_i z_i^T - I), blockwise in float64
-    K.s2_dot_acc(Z, y, np.eye(k, dtype=Z.dtype), M2)
-    a, b, c, e = _unpack_index(k, 4).T
-    R -= (M2[a, b] * G[c, e] + M2[a, c] * G[b, e] + M2[a, e] * G[b, c]
-          + M2[b, c] * G[a, e] + M2[b, e] * G[a, c] + M2[c, e] * G[a, b])
-    R += ysum * (G[a, b] * G[c, e] + G[a, c] * G[b, e] + G[a, e] * G[b, c])
-    return _finish(unpack_symmetric(R, k, 4), n, X.dtype)
+    return ProjectedMoment(W, 4, check=False)._add(X, y).result().astype(X.dtype, copy=False)

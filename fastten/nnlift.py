@@ -31,6 +31,7 @@ docs/method.md, "Fitting a network"):
 import contextlib
 import logging
 import numbers
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -41,8 +42,10 @@ from ._directions import VISIBLE_Z, initial_units, random_directions, tensor_dir
 from ._inputs import Standardiser
 from ._output import softmax_output
 from ._random import check_random_state
-from ._rounds import network_loss, output_loss, refine_network, residual_direction, ridge_output
-from ._subspace import linear_residual
+from ._rounds import SUBSAMPLE_PER_PARAMETER, SUBSAMPLE_ROWS, network_loss, output_loss, refine_network, \
+    residual_direction
+from ._sources import BLOCK_ROWS, ArraySource, ChunkSource, Mapped, MemmapSource, gather
+from .accumulate import Covariance, OutputLayer, Pass, PassCounter
 from ._validation import check_int, check_samples, check_targets
 from .activations import derivative, get_activation
 from .decomposition import METHODS, ConvergenceWarning
@@ -98,12 +101,17 @@ def _plain(value):
 def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model="gaussian", init="tensor",
         method="auto", bias_method="moments", refine=True, alpha=0.0, early_stopping=False, validation_fraction=0.1,
         n_iter_no_change=10, ridge=1e-8, max_iter=50, n_rounds=6, random_state=None, callback=None,
-        blas_threads=1):
+        blas_threads=1, block_rows=BLOCK_ROWS):
     """Fit f(x) = a2^T sigma(A1^T x + b1) + b2 to (X, y) by the method of moments.
 
     Parameters
     ----------
-    X : array (n, d) of real or boolean features on any scales; constant
+    X : array (n, d) of real or boolean features on any scales, or data
+        out of core: a ``numpy.memmap`` (n, d), a path to an ``.npy`` file
+        (opened with ``mmap_mode="r"``), or a callable returning a fresh
+        iterator of (X_block, y_block) chunks on every call (then y is None);
+        these are read in blocks, once per pass (docs/api.md, "Data out of
+        core"); constant
         features and null directions (features that are linear
         combinations of others) are dropped from the fit, with a note in
         ``diagnostics["inputs"]``, and get zero weights
@@ -184,6 +192,9 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         this many threads while it runs, as scikit-learn does, and restores
         the setting after (the limit is process-wide meanwhile). None leaves
         BLAS alone.
+    block_rows : int >= 1, rows per block of the data passes (arrays in
+        memory and memory-mapped files; chunks keep their own sizes). A
+        memory-mapped pass holds about one block of the file in memory.
 
     Returns
     -------
@@ -200,8 +211,9 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
     """
     options = _check_options(activation, task, input_model, init, method, bias_method, refine, alpha, early_stopping,
                              validation_fraction, n_iter_no_change, ridge, max_iter, n_rounds, callback, blas_threads)
+    check_int(block_rows, "block_rows", 1)
     with _blas_limit(blas_threads):
-        return _fit(X, y, n_hidden, options, random_state)
+        return _fit(X, y, n_hidden, options, random_state, block_rows)
 
 
 @dataclass(frozen=True)
@@ -386,16 +398,62 @@ def _score_moment(opts, inputs, Z, r, rng):
     return ScoreMoment(score, Z, r), {"score": repr(score), **(getattr(score, "diagnostics", None) or {})}
 
 
-def _fit(X, y, n_hidden, opts, random_state):
+def _open_source(X, y, block_rows):
+    """The out-of-core source of X (``fastten._sources``) with its labels,
+    or None for arrays in memory: a callable of (X_block, y_block) chunks,
+    a numpy.memmap, or a path to an .npy file (opened memory-mapped)."""
+    if callable(X) and not isinstance(X, np.ndarray):
+        if y is not None:
+            raise ValueError(f"y: expected None when X is a callable returning (X_block, y_block) chunks (the "
+                             f"labels come with them), got {type(y).__name__}")
+        return ChunkSource(X), None
+    if isinstance(X, (str, os.PathLike)):
+        path = os.fspath(X)
+        if not path.endswith(".npy"):
+            raise ValueError(f"X: expected an array, a numpy.memmap, a callable of chunks or a path to an .npy "
+                             f"file, got the path {path!r}")
+        try:
+            X = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"X: could not open {path!r} as an .npy file ({exc})") from None
+    if not isinstance(X, np.memmap):
+        return None, None
+    if y is None:
+        raise ValueError("y: expected labels, one per row of the memory-mapped X, got None")
+    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"X: expected a 2-D memory-mapped array with at least one row and column, got shape "
+                         f"{X.shape}")
+    if isinstance(y, (str, os.PathLike)):
+        y = np.load(os.fspath(y))
+    Y, single = check_targets(y, X.shape[0])
+    return MemmapSource(X, Y[:, 0] if single else Y, block_rows), single
+
+
+def _out_of_core_options(opts):
+    """The options the out-of-core route does not support, refused."""
+    for bad, name, value in ((opts.task != "regression", "task", opts.task),
+                             (opts.early_stopping, "early_stopping", opts.early_stopping),
+                             (not opts.gaussian, "input_model", opts.input_model),
+                             (opts.bias_method == "fourier", "bias_method", opts.bias_method)):
+        if bad:
+            raise ValueError(f"{name}: {value!r} needs the data in memory; X out of core (a memmap, an .npy path "
+                             f"or chunks) supports the default")
+
+
+def _fit(X, y, n_hidden, opts, random_state, block_rows):
     start = time.perf_counter()
-    X = _features(X)
-    n_all, d = X.shape
-    Y, single, classes = _targets(y, n_all, opts.task)
-    m = Y.shape[1]
+    source, single = _open_source(X, y, block_rows)
+    counter = PassCounter()
+    if source is None:
+        X = _features(X)
+        Y, single, classes = _targets(y, X.shape[0], opts.task)
+    else:
+        _out_of_core_options(opts)
+        classes = None
     k = check_int(n_hidden, "n_hidden", 1)
     rng = check_random_state(random_state)
     activation = opts.activation
-    times, notes, passes = {}, [], {}
+    times, notes = {}, []
 
     def lap(stage):
         times[stage] = time.perf_counter() - start - sum(times.values())
@@ -405,11 +463,26 @@ def _fit(X, y, n_hidden, opts, random_state):
         warnings.warn(f"fit: {message}", category, stacklevel=4)  # note, _fit, fit, caller
 
     validation = None
-    if opts.early_stopping:
-        train, held = _split(Y, opts.validation_fraction, opts.task, rng)
-        validation = (X[held], Y[held])
-        X, Y = X[train], Y[train]
-    n = X.shape[0]
+    if source is None:
+        if opts.early_stopping:
+            train, held = _split(Y, opts.validation_fraction, opts.task, rng)
+            validation = (X[held], Y[held])
+            X, Y = X[train], Y[train]
+        raw = ArraySource(X, Y, block_rows)
+    else:
+        raw = source
+
+    # 1. One pass: the inputs' and the labels' means and covariances, and
+    # their cross-covariance (the control variate's regression).
+    stats = Pass(counter, "standardise").run(raw.blocks(), Covariance(), check=False).result()
+    n, d = stats.n, stats.mean.shape[0]
+    m = stats.y_mean.shape[0]
+    if source is not None:
+        single = single if single is not None else (source.label_width == 1 and source.label_ndim == 1)
+        constant = np.flatnonzero(stats.y_std == 0)
+        if constant.size:
+            raise ValueError("y: expected labels that vary, got constant labels"
+                             + (f" in output column {constant[0]}" if m > 1 else ""))
     if n < 2:
         raise ValueError(f"X: expected at least 2 samples, got {n}")
     n_params = d * k + k + k * m + m
@@ -421,41 +494,82 @@ def _fit(X, y, n_hidden, opts, random_state):
         else:
             notes.append(message)
 
-    # 1. Standardise inputs (per feature, then whiten in the non-null space)
+    # Standardise inputs (per feature, then whiten in the non-null space)
     # and, for regression, targets.
-    if opts.input_model != "standard":
-        inputs, Z = Standardiser.fit(X)
-        Xs = inputs.whiten(Z)
-        passes["standardise"] = 3
-        dropped = inputs.dropped
-        if dropped["constant_features"] or dropped["null_directions"]:
-            notes.append(f"inputs: dropped constant features {dropped['constant_features']} and "
-                         f"{dropped['null_directions']} null direction(s) of the correlation matrix; the fit uses "
-                         f"{inputs.rank} of {d} input dimensions")
-            logger.info("fit: %s", notes[-1])
-    else:
-        inputs, Xs = Standardiser.identity(d), X
-        passes["standardise"] = 0
+    standard = opts.input_model == "standard"
+    inputs = Standardiser.identity(d) if standard else Standardiser.from_covariance(stats.mean, stats.cov)
+    dropped = inputs.dropped
+    if dropped["constant_features"] or dropped["null_directions"]:
+        notes.append(f"inputs: dropped constant features {dropped['constant_features']} and "
+                     f"{dropped['null_directions']} null direction(s) of the correlation matrix; the fit uses "
+                     f"{inputs.rank} of {d} input dimensions")
+        logger.info("fit: %s", notes[-1])
     r = inputs.rank
     if opts.task == "regression":
-        y_mean, y_scale = Y.mean(axis=0), Y.std(axis=0)
+        y_mean, y_scale = stats.y_mean, stats.y_std
     else:
         y_mean, y_scale = np.zeros(m), np.ones(m)
-    Ys = (Y - y_mean) / y_scale
+    # The labels combined with random weights over the outputs, centred,
+    # and their residual after least squares on [1, x~] (a control variate:
+    # fastten._subspace). The whitened inputs have mean 0 and covariance I,
+    # so the regression weights are Cov(x~, y): from the first pass.
+    theta = rng.standard_normal(m)
+    theta_hat = theta / np.linalg.norm(theta)
+    centre = (stats.y_mean - y_mean) / y_scale
+    cross = stats.cross / y_scale
+    w = cross @ theta_hat if standard else inputs.L.T @ ((cross[inputs.keep] / inputs.s[inputs.keep][:, None])
+                                                          @ theta_hat)
+
+    def standardised(Xb, Yb):
+        Xsb = Xb if standard else inputs.transform(Xb)
+        return np.ascontiguousarray(Xsb, dtype=np.float64), (Yb.reshape(Xb.shape[0], -1) - y_mean) / y_scale
+
+    def residual(Xsb, Ysb):
+        return np.ascontiguousarray((Ysb - centre) @ theta_hat - Xsb @ w)
+
+    Z = None
+    if source is None:
+        if standard:
+            Xs = X
+        else:
+            Z = (X - inputs.mu)[:, inputs.keep] / inputs.s[inputs.keep]
+            Xs = inputs.whiten(Z)
+            counter.count("standardise")
+        Ys = (Y - y_mean) / y_scale
+        r_t = residual(Xs, Ys)
+        counter.count("tensor")
+        rows = ArraySource(Xs, Ys, block_rows)
+        op = DataMoment.from_source(ArraySource(Xs, r_t, block_rows), r, counter, y=r_t) if opts.gaussian else None
+    else:
+        rows = Mapped(source, standardised)
+        op = DataMoment.from_source(Mapped(source, lambda Xb, Yb: (lambda a, b: (a, residual(a, b)))(
+            *standardised(Xb, Yb))), r, counter)
+        # The stages that need rows rather than sums (the units' scales and
+        # biases, the refinement, the final checks) run on rows gathered in
+        # one pass: all of them when they fit the refinement's two
+        # subsamples, else a uniform sample of that many.
+        limit = 2 * max(SUBSAMPLE_ROWS, SUBSAMPLE_PER_PARAMETER * (r * k + k + k * m + m))
+        picked = None if n <= limit else np.sort(rng.choice(n, size=limit, replace=False))
+        Xs, Ys = gather(rows, picked)
+        counter.count("gather")
+        if picked is not None:
+            notes.append(f"out of core: the units' scales, the refinement and the final checks used {limit} of the "
+                         f"{n} rows, sampled uniformly; the output layer and the moments used all of them")
+            logger.info("fit: %s", notes[-1])
+    y_t = (Ys - centre) @ theta_hat
+    fraction = Xs.shape[0] / n
     lap("standardise")
 
-    # 2-3. Directions, then scales, signs and biases (fastten._directions),
-    # from the labels combined with random weights over the outputs. The
-    # moments identify at most r directions; more units start at random.
-    theta = rng.standard_normal(m)
-    y_t = Ys @ (theta / np.linalg.norm(theta))
-    y_t -= y_t.mean()
-    r_t = linear_residual(Xs, y_t)
+    # 2-3. Directions, then scales, signs and biases (fastten._directions).
+    # The moments identify at most r directions; more units start at random.
     k_moments = min(k, r)
-    op, score_record = (DataMoment(Xs, r_t), None) if opts.gaussian else _score_moment(opts, inputs, Z, r_t, rng)
+    score_record = None
+    if not opts.gaussian:
+        op, score_record = _score_moment(opts, inputs, Z, r_t, rng)
     if opts.init == "tensor":
         directions = tensor_directions(op, k_moments, opts.method, rng)
         if not opts.gaussian:
+            counter.count("tensor", op.passes)
             # Directions on Z to weights on the whitened x~ (unit norm).
             U = inputs.from_standardised(directions.U)
             directions.U = U / np.linalg.norm(U, axis=0)
@@ -468,16 +582,15 @@ def _fit(X, y, n_hidden, opts, random_state):
     notes += directions.notes
     bias_method = opts.bias_method if opts.gaussian else "zero"
     A1, b1, units, used = initial_units(Xs, y_t, directions, activation, bias_method, rng)
-    passes["tensor"] = directions.passes + used
+    counter.count("tensor", used * fraction)
     lap("tensor")
 
-    # 4. Output layer: least squares, then for classification the
-    # penalised cross-entropy of the logits.
-    F = derivative(activation, Xs @ A1 + b1, 0)
-    A2, b2, output_cond = ridge_output(F, Ys, opts.ridge + opts.alpha / n)
+    # 4. Output layer: least squares (normal equations accumulated in one
+    # pass), then for classification the penalised cross-entropy of the logits.
+    A2, b2, output_cond = Pass(counter, "output_layer").run(rows.blocks(), OutputLayer(A1, b1, activation),
+                                                            check=False).result(opts.ridge + opts.alpha / n)
     if opts.loss == "softmax":
-        A2, b2 = softmax_output(F, Ys, opts.alpha, rng=rng)
-    passes["output_layer"] = 1
+        A2, b2 = softmax_output(derivative(activation, Xs @ A1 + b1, 0), Ys, opts.alpha, rng=rng)
     lap("output_layer")
 
     def network(A1, b1, A2, b2, diagnostics):
@@ -524,7 +637,7 @@ def _fit(X, y, n_hidden, opts, random_state):
         if stopper is not None and stopper.best is not None:
             A1, b1, A2, b2 = stopper.best
         # In passes over all n rows: a pass over the subsample counts rows / n.
-        passes["refine"] = round(sum(s["passes"] * s["rows"] / n + s["restart_passes"] for s in stages), 1)
+        counter.count("refine", sum(s["passes"] * s["rows"] / n + s["restart_passes"] * fraction for s in stages))
         last = stages[-1]
         if not last["converged"] and not stopped:
             note(f"refinement did not reach the optimum within {len(rounds)} rounds of max_iter={opts.max_iter} "
@@ -535,17 +648,17 @@ def _fit(X, y, n_hidden, opts, random_state):
     outputs = derivative(activation, Xs @ A1 + b1, 0) @ A2 + b2
     mse = float(np.mean(((outputs - Ys) * y_scale) ** 2)) if opts.loss == "squared" else None
     final_loss = output_loss(outputs, Ys, opts.loss)
-    exact = opts.loss == "squared" and mse <= EXACT_FIT * np.mean(np.var(Y, axis=0))
+    exact = opts.loss == "squared" and mse <= EXACT_FIT * float(np.mean(np.diag(stats.y_cov)))
     structure = None
     if refining and not stopped and opts.loss == "squared" and opts.alpha == 0 and opts.gaussian and not exact:
         # No silent local optimum: a residual that still correlates with the
         # inputs' score functions means the network misses a unit.
         _, structure, used = residual_direction(Xs, Ys, A1, b1, A2, b2, activation, rng)
-        passes["residual_check"] = used
+        counter.count("residual_check", used * fraction)
         if structure >= 1:
             note(f"the residual still correlates with the inputs (its strongest moment direction stands "
                  f"{structure:.1f}x above the noise threshold; training MSE / Var(y) = "
-                 f"{mse / np.mean(np.var(Y, axis=0)):.2e}): the refinement stopped at a local optimum, or "
+                 f"{mse / float(np.mean(np.diag(stats.y_cov))):.2e}): the refinement stopped at a local optimum, or "
                  f"n_hidden={k} units cannot fit these data; try another random_state, more n_rounds or max_iter, "
                  f"or more units", LocalOptimumWarning)
     found = len(directions.kept) + directions.n_joint + directions.n_second
@@ -562,6 +675,7 @@ def _fit(X, y, n_hidden, opts, random_state):
             notes.append(message)
             logger.info("fit: %s; the refinement reached an exact fit", message)
     unit = A1 / np.linalg.norm(A1, axis=0)
+    op.stage = "residual_check"
     z_final = third_moment_z(op, unit if opts.gaussian else inputs.L @ unit)
     unseen = np.flatnonzero(np.abs(z_final) < VISIBLE_Z).tolist()
     if unseen and not opts.refine:
@@ -595,7 +709,8 @@ def _fit(X, y, n_hidden, opts, random_state):
             "validation_rows": int(validation[0].shape[0]), "best_validation_loss": stopper.best_loss,
             "validation_losses": stopper.history, "stopped_early": bool(stopped)},
         "residual_structure": structure,
-        "data_passes": passes,
+        "data_passes": {stage: round(count, 1) for stage, count in counter.by_stage.items()},
+        "rows": {"n": n, "in_memory": Xs.shape[0]} if source is not None else {"n": n, "in_memory": n},
         "times": times,
         "warnings": notes,
     }

@@ -21,9 +21,10 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from . import _kernels as K
-from . import moments
+from . import accumulate as A
+from ._sources import ArraySource
 from ._validation import check_labels, check_samples
+from .accumulate import Pass, PassCounter
 
 __all__ = ["TensorOperator", "DenseTensor", "DataMoment", "Deflated", "as_operator"]
 
@@ -110,52 +111,85 @@ class DataMoment(TensorOperator):
     """The implicit cross-moment M3 = (1/n) sum_i y_i S3(x_i) of standardised data.
 
     X and y are checked once here; each contraction is then one pass over X
-    through the kernels (:mod:`fastten._kernels`), and nothing of size d^2
-    or d^3 is formed. ``passes`` counts the passes. Labels are used as given
-    (centre them first to lower the variance).
+    by an accumulator of :mod:`fastten.accumulate` (blocks of rows through
+    the kernels), and nothing of size d^2 or d^3 is formed. ``passes``
+    counts the passes. Labels are used as given (centre them first to lower
+    the variance). ``DataMoment.from_source`` reads the rows from a stream of
+    blocks instead (the fit's out-of-core route).
     """
 
     def __init__(self, X, y):
-        self.X = check_samples(X)
-        self.y = check_labels(y, self.X.shape[0], self.X.dtype)
-        self.dim = self.X.shape[1]
-        self.passes = 0
+        X = check_samples(X)
+        y = check_labels(y, X.shape[0], X.dtype)
+        self._start(ArraySource(X, y), X.shape[1], y)
+        self.X = X
 
-    def _pass(self, kernel, shape, *vectors):
-        self.passes += 1
-        out = np.zeros(shape)
-        kernel(self.X, self.y, *(np.ascontiguousarray(v, dtype=self.X.dtype) for v in vectors), out)
-        return out / self.X.shape[0]
+    @classmethod
+    def from_source(cls, source, dim, counter=None, stage="tensor", y=None):
+        """The moment of the rows of ``source`` (``fastten._sources``: blocks
+        of standardised rows and 1-D labels), passes counted in ``counter``
+        (a ``PassCounter``) under ``stage``. ``X`` is not available; ``y``
+        is gathered in one pass when first asked for, unless given."""
+        op = cls.__new__(cls)
+        op._start(source, dim, y, counter, stage)
+        return op
+
+    def _start(self, source, dim, y, counter=None, stage="tensor"):
+        self.source, self.dim, self._y = source, dim, y
+        self.counter = PassCounter() if counter is None else counter
+        self.stage = stage
+        self._counted = 0
+
+    @property
+    def passes(self):
+        return self._counted
+
+    @property
+    def y(self):
+        if self._y is None:
+            self._y = np.concatenate([y for _, y in self._blocks()])
+        return self._y
+
+    def _blocks(self):
+        self._counted += 1
+        self.counter.count(self.stage)
+        return self.source.blocks()
+
+    def _pass(self, acc):
+        return Pass().run(self._blocks(), acc, check=False).result()
 
     def iuu(self, U):
-        return self._pass(K.t3_iuu_acc, U.shape, U)
+        return self._pass(A.ThirdMomentIUU(U, check=False))
 
     def uuu(self, U):
-        return self._pass(K.t3_uuu_acc, U.shape[1], U)
+        return self._pass(A.ThirdMomentUUU(U, check=False))
 
     def slice_dot(self, theta, Omega):
-        return self._pass(K.t3_slice_dot_acc, Omega.shape, theta, Omega)
+        return self._pass(A.ThirdMomentSliceDot(theta, Omega, check=False))
 
     def second_moment_dot(self, Omega):
         """E[y S2] Omega, one pass (not part of the third-order protocol)."""
-        return self._pass(K.s2_dot_acc, Omega.shape, Omega)
+        return self._pass(A.SecondMomentDot(Omega, check=False))
 
     def project(self, W):
-        self.passes += 1
-        W = np.ascontiguousarray(W, dtype=self.X.dtype)
-        return moments.projected3(self.X, self.y, W).astype(np.float64)
+        return self._pass(A.ProjectedMoment(W, 3, check=False))
+
+    def fourth_projected(self, W):
+        """E[y S4](W, W, W, W), (k, k, k, k); one pass."""
+        return self._pass(A.ProjectedMoment(W, 4, check=False))
+
+    def _per_sample(self, U, fn):
+        U = np.asarray(U)
+        norms = np.einsum("aj,aj->j", U, U)
+        return np.concatenate([fn(X @ U, norms) for X, _ in self._blocks()])
 
     def s2_samples(self, U):
         """Per-sample S2(x_i)(u, u) = (u . x_i)^2 - |u|^2, (n, m); one pass."""
-        self.passes += 1
-        Z = self.X @ U
-        return Z * Z - np.einsum("aj,aj->j", U, U)
+        return self._per_sample(U, lambda Z, nu: Z * Z - nu)
 
     def uuu_samples(self, U):
         """Per-sample S3(x_i)(u, u, u) = (u . x_i)^3 - 3 |u|^2 (u . x_i), (n, m); one pass."""
-        self.passes += 1
-        Z = self.X @ U
-        return Z * (Z * Z - 3.0 * np.einsum("aj,aj->j", U, U))
+        return self._per_sample(U, lambda Z, nu: Z * (Z * Z - 3.0 * nu))
 
 
 class Deflated(TensorOperator):

@@ -1,0 +1,615 @@
+"""Accumulators: every data pass of the fit as a sum over blocks of rows.
+
+Each statistic the fit takes from the data is a sum over samples, so each
+pass is an accumulator fed one block of rows at a time::
+
+    acc = Covariance(labels=True)
+    for X_block, y_block in blocks:          # any split of the rows
+        acc.update(X_block, y_block)
+    stats = acc.result()
+
+``update(X_block, y_block)`` adds a block, ``merge(other)`` adds another
+accumulator of the same kind and configuration fed with other rows (in place;
+both return the accumulator, so ``functools.reduce(lambda a, b: a.merge(b),
+parts)`` is a reduction), and ``result()`` gives the statistic of all the rows
+seen. The results do not depend on how the rows were split or in which order
+parts were merged, up to rounding: centred statistics are merged by Chan's
+pairwise update, never as raw power sums, and every sum is kept in float64.
+
+Accumulators check each block they are given in ``update`` (width, dtype,
+finiteness, label count), naming the block by its index; a block of another
+width or floating dtype than the first is refused. ``Pass`` feeds a stream of
+blocks to several accumulators at once, one read per block, and counts the
+passes (``PassCounter``): the one place the fit counts them.
+
+Accumulators here:
+
+``Covariance``           mean and covariance of the rows (and of labels and the
+                         labels' cross-covariance with the rows): the
+                         standardisation and the control variate's regression
+``LeastSquares``         least squares of labels on [1, x] (centred normal
+                         equations)
+``FirstMoment``          (1/n) sum y x
+``SecondMomentDot``      E[y S2] Omega               (the Gaussian scores)
+``ThirdMomentIUU``       E[y S3](I, u_j, u_j)
+``ThirdMomentUUU``       E[y S3](u_j, u_j, u_j)
+``ThirdMomentSliceDot``  E[y S3](I, I, theta) Omega
+``FourthMomentIUUU``     E[y S4](I, u_j, u_j, u_j)
+``ProjectedMoment``      E[y S_m](W, ..., W) for m = 3, 4, dense (k,)*m
+``NormalEquations``      ridge regression of labels on [features, 1]
+``OutputLayer``          the same for the features sigma(X A1 + b1) of a network
+"""
+
+import math
+
+import numpy as np
+
+from . import _kernels as K
+from ._kernels.checks import nonfinite
+from .activations import derivative, get_activation
+from .moments import _plan, _unpack_index, unpack_symmetric
+
+__all__ = [
+    "Accumulator", "Covariance", "CovarianceResult", "LeastSquares", "FirstMoment", "SecondMomentDot",
+    "ThirdMomentIUU", "ThirdMomentUUU", "ThirdMomentSliceDot", "FourthMomentIUUU", "ProjectedMoment",
+    "NormalEquations", "OutputLayer", "PassCounter", "Pass", "check_block",
+]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _finite(arr, what):
+    if arr.size and not np.isfinite(arr).all():
+        count, first = nonfinite(np.ascontiguousarray(arr).reshape(-1))
+        row = first // (arr.shape[1] if arr.ndim == 2 else 1)
+        raise ValueError(f"{what}: expected finite values, got {count} NaN or infinite "
+                         f"entr{'y' if count == 1 else 'ies'} (first in row {row} of the block)")
+
+
+def check_block(X, y, index, *, width=None, dtype=None, labels="optional", label_width=None):
+    """(X, y) of one block, checked: X a 2-D real array of ``width`` columns
+    (any width when None) and floating ``dtype`` (float32 or float64; other
+    real dtypes become float64 when None), finite; y None, or finite labels,
+    one per row, 1-D or 2-D (``labels``: "optional", "required", "none",
+    "vector": required and 1-D), of ``label_width`` columns when given.
+    Errors name the block by ``index``."""
+    what = f"block {index}"
+    arr = np.asarray(X)
+    if arr.dtype.kind not in "iuf" or arr.dtype.kind == "b":
+        raise TypeError(f"{what}: expected a real numeric array of samples, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{what}: expected a 2-D array (rows, features), got shape {arr.shape}")
+    if width is not None and arr.shape[1] != width:
+        raise ValueError(f"{what}: expected {width} features (the width of the first block), got {arr.shape[1]}")
+    if dtype is not None and arr.dtype != dtype:
+        raise TypeError(f"{what}: expected dtype {np.dtype(dtype)} (the dtype of the first block), got {arr.dtype}")
+    if arr.dtype not in _FLOATS:
+        arr = arr.astype(np.float64)
+    arr = np.ascontiguousarray(arr)
+    _finite(arr, what)
+    if y is None:
+        if labels in ("required", "vector"):
+            raise ValueError(f"{what}: expected labels with the samples, got none")
+        return arr, None
+    if labels == "none":
+        raise ValueError(f"{what}: this accumulator takes no labels, got an array of shape {np.shape(y)}")
+    lab = np.asarray(y)
+    if lab.dtype.kind not in "iuf" or lab.dtype.kind == "b":
+        raise TypeError(f"{what}: expected real numeric labels, got dtype {lab.dtype}")
+    ndims = (1,) if labels == "vector" else (1, 2)
+    if lab.ndim not in ndims or lab.shape[0] != arr.shape[0]:
+        expected = f"({arr.shape[0]},)" if labels == "vector" else f"({arr.shape[0]},) or ({arr.shape[0]}, m)"
+        raise ValueError(f"{what}: expected labels of shape {expected}, one per row, got shape {lab.shape}")
+    if label_width is not None and (1 if lab.ndim == 1 else lab.shape[1]) != label_width:
+        raise ValueError(f"{what}: expected {label_width} label column(s) (as the first block), got "
+                         f"{1 if lab.ndim == 1 else lab.shape[1]}")
+    lab = np.ascontiguousarray(lab, dtype=arr.dtype if labels == "vector" else np.float64)
+    _finite(lab, f"{what} labels")
+    return arr, lab
+
+
+class Accumulator:
+    """Base class. ``n``: the rows seen; ``blocks``: the blocks seen
+    (an ``update`` adds one, a ``merge`` adds the other's)."""
+
+    _labels = "optional"
+
+    def __init__(self, width=None):
+        self.n = 0
+        self.blocks = 0
+        self.width = width
+        self.dtype = None
+        self.label_width = None
+
+    def update(self, X_block, y_block=None):
+        """Add a block of rows (checked); returns self."""
+        X, y = check_block(X_block, y_block, self.blocks, width=self.width, dtype=self.dtype, labels=self._labels,
+                           label_width=self.label_width)
+        if self.n and (y is None) != (self.label_width is None):
+            raise ValueError(f"block {self.blocks}: expected labels in every block or in none, got "
+                             f"{'none' if y is None else 'labels'} after blocks "
+                             f"{'with' if self.label_width else 'without'}")
+        return self._add(X, y)
+
+    def _add(self, X, y):
+        """``update`` for a block already checked (the fit's passes)."""
+        if X.shape[0] == 0:
+            return self
+        if self.width is None:
+            self.width = X.shape[1]
+        if self.dtype is None:
+            self.dtype = X.dtype
+            self._start()
+        if y is not None and self.label_width is None:
+            self.label_width = 1 if y.ndim == 1 else y.shape[1]
+        self._update(X, y)
+        self.n += X.shape[0]
+        self.blocks += 1
+        return self
+
+    def merge(self, other):
+        """Add the rows another accumulator of the same kind and configuration
+        has seen; returns self."""
+        if type(other) is not type(self):
+            raise TypeError(f"other: expected a {type(self).__name__}, got {type(other).__name__}")
+        if other.n == 0:
+            self.blocks += other.blocks
+            return self
+        if self.n == 0:
+            self.__dict__.update({key: (value.copy() if isinstance(value, np.ndarray) else value)
+                                  for key, value in other.__dict__.items() if key not in self._config()})
+            return self
+        for name, value in (("width", other.width), ("dtype", other.dtype), ("label_width", other.label_width)):
+            if getattr(self, name) != value:
+                raise ValueError(f"other: expected an accumulator with {name} {getattr(self, name)}, got {value}")
+        self._check_same(other)
+        self._merge(other)
+        self.n += other.n
+        self.blocks += other.blocks
+        return self
+
+    def result(self):
+        """The statistic of every row seen."""
+        if self.n == 0:
+            raise ValueError(f"{type(self).__name__}: no samples seen; update it with at least one non-empty block "
+                             f"first")
+        return self._result()
+
+    # Subclasses: _start (allocate, once the dtype is known), _update, _merge,
+    # _result, and _config / _check_same for what fixes the statistic.
+    def _start(self):
+        pass
+
+    def _config(self):
+        return ()
+
+    def _check_same(self, other):
+        for name in self._config():
+            a, b = getattr(self, name), getattr(other, name)
+            if not (a is b or (isinstance(a, np.ndarray) and np.array_equal(a, b)) or a == b):
+                raise ValueError(f"other: expected an accumulator of the same {name.strip('_')}, got another")
+
+
+# ----------------------------------------------------------------------------
+# Centred statistics
+# ----------------------------------------------------------------------------
+
+
+class CovarianceResult:
+    """n; mean (d,), cov (d, d) of the rows (divided by n); with labels also
+    y_mean (m,), y_cov (m, m) and cross (d, m) = the covariance of rows and
+    labels (else None)."""
+
+    def __init__(self, n, mean, cov, y_mean=None, y_cov=None, cross=None):
+        self.n, self.mean, self.cov, self.y_mean, self.y_cov, self.cross = n, mean, cov, y_mean, y_cov, cross
+
+    @property
+    def std(self):
+        return np.sqrt(np.diag(self.cov))
+
+    @property
+    def y_std(self):
+        return None if self.y_cov is None else np.sqrt(np.diag(self.y_cov))
+
+
+class Covariance(Accumulator):
+    """Mean and covariance of the rows, and with labels y (n,) or (n, m) the
+    labels' mean and covariance and their cross-covariance with the rows,
+    all divided by n (the maximum-likelihood convention of the fit).
+
+    Each block is centred on its own mean and its scatter merged by Chan,
+    Golub and LeVeque's update M = M_a + M_b + delta delta^T n_a n_b / n, so
+    the result does not lose digits to a large mean (raw sums of squares
+    would: a feature of mean 1e8 and spread 1 keeps no digit of its
+    variance in float64 that way). Memory O((d + m)^2)."""
+
+    def _start(self):
+        pass
+
+    def _update(self, X, y):
+        block = _centred_stats(X, y)
+        if self.n == 0:
+            self._stats = block
+        else:
+            self._stats = _chan(self._stats, self.n, block, X.shape[0])
+
+    def _merge(self, other):
+        self._stats = _chan(self._stats, self.n, other._stats, other.n)
+
+    def _result(self):
+        mean, scatter, y_mean, y_scatter, cross = self._stats
+        n = self.n
+        if y_mean is None:
+            return CovarianceResult(n, mean.copy(), scatter / n)
+        return CovarianceResult(n, mean.copy(), scatter / n, y_mean.copy(), y_scatter / n, cross / n)
+
+
+def _centred_stats(X, y):
+    X = X.astype(np.float64, copy=False)
+    mean = X.mean(axis=0)
+    C = X - mean
+    scatter = C.T @ C
+    if y is None:
+        return mean, scatter, None, None, None
+    Y = y.reshape(y.shape[0], -1)
+    y_mean = Y.mean(axis=0)
+    D = Y - y_mean
+    return mean, scatter, y_mean, D.T @ D, C.T @ D
+
+
+def _chan(a, na, b, nb):
+    """The centred statistics of two groups of rows from each group's."""
+    n = na + nb
+    f = na * nb / n
+    dx = b[0] - a[0]
+    out = [a[0] + dx * (nb / n), a[1] + b[1] + f * np.outer(dx, dx)]
+    if a[2] is None:
+        return (*out, None, None, None)
+    dy = b[2] - a[2]
+    out += [a[2] + dy * (nb / n), a[3] + b[3] + f * np.outer(dy, dy), a[4] + b[4] + f * np.outer(dx, dy)]
+    return tuple(out)
+
+
+class LeastSquares(Covariance):
+    """Least squares of labels y (n,) or (n, m) on [1, x]: ``result()`` is
+    (intercept (m,), coef (d, m)), from the centred normal equations
+    Cov(x) coef = Cov(x, y) (Chan-merged, see ``Covariance``), solved by
+    least squares so a rank-deficient design gives the minimum-norm
+    coefficients. ``residual(X, y)`` is y minus the fit."""
+
+    _labels = "required"
+
+    def _result(self):
+        stats = Covariance._result(self)
+        coef = np.linalg.lstsq(stats.cov, stats.cross, rcond=None)[0]
+        return stats.y_mean - stats.mean @ coef, coef
+
+
+# ----------------------------------------------------------------------------
+# Moments of labels and Gaussian scores (the kernels of fastten._kernels)
+# ----------------------------------------------------------------------------
+
+
+class _KernelMoment(Accumulator):
+    """A contraction of (1/n) sum_i y_i S_m(x_i) by a kernel that adds each
+    block's sum into a float64 output. The vectors are fixed at construction;
+    blocks must share one floating dtype, in which the per-block products run
+    (as in ``fastten.moments``)."""
+
+    _labels = "vector"
+
+    def __init__(self, *vectors, width):
+        super().__init__(width)
+        self._vectors = vectors
+
+    def _config(self):
+        return ("_vectors",)
+
+    def _check_same(self, other):
+        if len(self._vectors) != len(other._vectors) or not all(
+                np.array_equal(a, b) for a, b in zip(self._vectors, other._vectors)):
+            raise ValueError("other: expected an accumulator of the same vectors, got other vectors")
+
+    def _start(self):
+        self._cast = [np.ascontiguousarray(v, dtype=self.dtype) for v in self._vectors]
+        self.out = np.zeros(self._shape())
+
+    def _update(self, X, y):
+        self._kernel(X, y, *self._cast, self.out)
+
+    def _merge(self, other):
+        self.out += other.out
+
+    def _result(self):
+        return self.out / self.n
+
+
+def _vectors(U, name, rows=None, check=True):
+    """U as a float64 (d, m) array, checked unless ``check`` is False (the
+    library's own callers: operators trust their arguments, and a NaN
+    probe must propagate as it does through the kernels)."""
+    arr = np.asarray(U, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] < 1 or (rows is not None and arr.shape[0] != rows):
+        raise ValueError(f"{name}: expected a 2-D array (d, m) with m >= 1, one column per vector, got shape "
+                         f"{arr.shape}")
+    if check and not np.isfinite(arr).all():
+        raise ValueError(f"{name}: expected finite values, got NaN or infinite entries")
+    return np.ascontiguousarray(arr)
+
+
+class FirstMoment(_KernelMoment):
+    """(1/n) sum_i y_i x_i, (d,)."""
+
+    def __init__(self, width=None):
+        super().__init__(width=width)
+
+    def _shape(self):
+        return (self.width,)
+
+    @staticmethod
+    def _kernel(X, y, out):
+        K.first_acc(X, y, out)
+
+
+class SecondMomentDot(_KernelMoment):
+    """E[y S2] Omega = (1/n) sum_i y_i (x_i x_i^T - I) Omega, (d, m)."""
+
+    def __init__(self, Omega, *, check=True):
+        Omega = _vectors(Omega, "Omega", check=check)
+        super().__init__(Omega, width=Omega.shape[0])
+
+    def _shape(self):
+        return self._vectors[0].shape
+
+    _kernel = staticmethod(K.s2_dot_acc)
+
+
+class ThirdMomentIUU(_KernelMoment):
+    """Columns E[y S3](I, u_j, u_j) for the columns of U (d, m), (d, m)."""
+
+    def __init__(self, U, *, check=True):
+        U = _vectors(U, "U", check=check)
+        super().__init__(U, width=U.shape[0])
+
+    def _shape(self):
+        return self._vectors[0].shape
+
+    _kernel = staticmethod(K.t3_iuu_acc)
+
+
+class ThirdMomentUUU(_KernelMoment):
+    """Values E[y S3](u_j, u_j, u_j) for the columns of U (d, m), (m,)."""
+
+    def __init__(self, U, *, check=True):
+        U = _vectors(U, "U", check=check)
+        super().__init__(U, width=U.shape[0])
+
+    def _shape(self):
+        return (self._vectors[0].shape[1],)
+
+    _kernel = staticmethod(K.t3_uuu_acc)
+
+
+class ThirdMomentSliceDot(_KernelMoment):
+    """E[y S3](I, I, theta) Omega for theta (d,) and Omega (d, m), (d, m)."""
+
+    def __init__(self, theta, Omega, *, check=True):
+        Omega = _vectors(Omega, "Omega", check=check)
+        theta = _vectors(np.reshape(theta, (-1, 1)), "theta", Omega.shape[0], check)[:, 0].copy()
+        super().__init__(theta, Omega, width=Omega.shape[0])
+
+    def _shape(self):
+        return self._vectors[1].shape
+
+    _kernel = staticmethod(K.t3_slice_dot_acc)
+
+
+class FourthMomentIUUU(_KernelMoment):
+    """Columns E[y S4](I, u_j, u_j, u_j) for the columns of U (d, m), (d, m)."""
+
+    def __init__(self, U, *, check=True):
+        U = _vectors(U, "U", check=check)
+        super().__init__(U, width=U.shape[0])
+
+    def _shape(self):
+        return self._vectors[0].shape
+
+    _kernel = staticmethod(K.t4_iuuu_acc)
+
+
+class ProjectedMoment(_KernelMoment):
+    """E[y S_m](W, ..., W) for W (d, k) and m = ``order`` (3 or 4), the dense
+    symmetric (k,)*m array. Per block: Z = X W, then the packed symmetric
+    power sum of Z (k(k+1)(k+2)/6 entries for m = 3) and the lower-order
+    sums of the Hermite corrections, all added in float64; ``result``
+    applies the corrections and unpacks."""
+
+    def __init__(self, W, order=3, *, check=True):
+        W = _vectors(W, "W", check=check)
+        if order not in (3, 4):
+            raise ValueError(f"order: expected 3 or 4, got {order!r}")
+        self.order = order
+        super().__init__(W, width=W.shape[0])
+
+    def _config(self):
+        return ("_vectors", "order")
+
+    def _check_same(self, other):
+        super()._check_same(other)
+        if self.order != other.order:
+            raise ValueError(f"other: expected an accumulator of order {self.order}, got {other.order}")
+
+    def _start(self):
+        super()._start()
+        k = self._vectors[0].shape[1]
+        self._plan = _plan(k, self.order)
+        self.low = np.zeros(k) if self.order == 3 else np.zeros((k, k))
+        self.ysum = 0.0
+
+    def _shape(self):
+        return (math.comb(self._vectors[0].shape[1] + self.order - 1, self.order),)
+
+    def _update(self, X, y):
+        Z = X @ self._cast[0]
+        K.sym_packed_acc(Z, y, *self._plan, self.out)
+        if self.order == 3:
+            K.first_acc(Z, y, self.low)
+        else:
+            ysum = float(np.sum(y, dtype=np.float64))
+            self.ysum += ysum
+            # s2_dot_acc adds sum_i y_i (z_i z_i^T - I); keep sum_i y_i z_i z_i^T.
+            self.low += ysum * np.eye(Z.shape[1])
+            K.s2_dot_acc(Z, y, np.eye(Z.shape[1], dtype=Z.dtype), self.low)
+
+    def _merge(self, other):
+        self.out += other.out
+        self.low += other.low
+        self.ysum += other.ysum
+
+    def _result(self):
+        W = self._cast[0]
+        k = W.shape[1]
+        G = W.T.astype(np.float64) @ W
+        R = self.out.copy()
+        if self.order == 3:
+            m1 = self.low
+            a, b, c = _unpack_index(k, 3).T
+            R -= m1[a] * G[b, c] + m1[b] * G[a, c] + m1[c] * G[a, b]
+        else:
+            M2 = self.low  # sum_i y_i z_i z_i^T
+            a, b, c, e = _unpack_index(k, 4).T
+            R -= (M2[a, b] * G[c, e] + M2[a, c] * G[b, e] + M2[a, e] * G[b, c]
+                  + M2[b, c] * G[a, e] + M2[b, e] * G[a, c] + M2[c, e] * G[a, b])
+            R += self.ysum * (G[a, b] * G[c, e] + G[a, c] * G[b, e] + G[a, e] * G[b, c])
+        R /= self.n
+        return unpack_symmetric(R, k, self.order)
+
+
+# ----------------------------------------------------------------------------
+# Output layer
+# ----------------------------------------------------------------------------
+
+
+class NormalEquations(Accumulator):
+    """Ridge regression of labels Y (n,) or (n, m) on [F, 1] for features F
+    (n, k): accumulates H = [F, 1]^T [F, 1] and [F, 1]^T Y. ``result(ridge)``
+    is (A2 (k, m), b2 (m,), condition number of the penalised H), the
+    minimiser of |Y - F A2 - b2|^2 + ridge n |A2|^2."""
+
+    _labels = "required"
+
+    def _start(self):
+        self.H = np.zeros((self.width + 1, self.width + 1))
+        self.g = None
+
+    def _features(self, X):
+        return X
+
+    def _update(self, X, y):
+        F = self._features(X)
+        A = np.empty((F.shape[0], F.shape[1] + 1))
+        A[:, :-1], A[:, -1] = F, 1.0
+        Y = y.reshape(y.shape[0], -1)
+        if self.g is None:
+            self.g = np.zeros((A.shape[1], Y.shape[1]))
+        self.H += A.T @ A
+        self.g += A.T @ Y
+
+    def _merge(self, other):
+        self.H += other.H
+        self.g += other.g
+
+    def result(self, ridge=0.0):
+        if not (isinstance(ridge, (int, float, np.floating)) and ridge >= 0):
+            raise ValueError(f"ridge: expected a number >= 0, got {ridge!r}")
+        if self.n == 0:
+            return super().result()
+        H = self.H.copy()
+        k = H.shape[0] - 1
+        H[np.arange(k), np.arange(k)] += ridge * self.n
+        coef = np.linalg.solve(H, self.g)
+        return coef[:k], coef[k], float(np.linalg.cond(H))
+
+
+class OutputLayer(NormalEquations):
+    """``NormalEquations`` of Y on the hidden units sigma(X A1 + b1) of a
+    network with first layer A1 (d, k), biases b1 (k,) and ``activation``
+    (a name or an Activation): the output layer's one pass."""
+
+    def __init__(self, A1, b1, activation):
+        A1 = _vectors(A1, "A1")
+        b1 = np.asarray(b1, dtype=np.float64).reshape(-1)
+        if b1.shape != (A1.shape[1],):
+            raise ValueError(f"b1: expected {A1.shape[1]} biases, one per column of A1, got shape {np.shape(b1)}")
+        self.A1, self.b1, self.activation = A1, b1, get_activation(activation)
+        super().__init__(A1.shape[0])
+
+    def _config(self):
+        return ("A1", "b1", "activation")
+
+    def _start(self):
+        self.H = np.zeros((self.A1.shape[1] + 1, self.A1.shape[1] + 1))
+        self.g = None
+
+    def _features(self, X):
+        return derivative(self.activation, X @ self.A1 + self.b1, 0)
+
+
+# ----------------------------------------------------------------------------
+# Passes
+# ----------------------------------------------------------------------------
+
+
+class PassCounter:
+    """Passes over the data, by stage: ``count(stage)`` adds one (or
+    ``passes``, a fraction for a pass over part of the rows); ``total``,
+    ``by_stage`` (a dict in first-use order)."""
+
+    def __init__(self):
+        self.by_stage = {}
+
+    def count(self, stage, passes=1):
+        self.by_stage[stage] = self.by_stage.get(stage, 0) + passes
+
+    @property
+    def total(self):
+        return sum(self.by_stage.values())
+
+
+class Pass:
+    """One read of a stream of blocks feeding several accumulators:
+    ``Pass(counter, stage).run(blocks, *accumulators)`` checks each block
+    (``check_block``, the width and dtype of the first), adds it to every
+    accumulator and counts one pass. ``blocks`` is an iterable of
+    (X_block, y_block) pairs. Returns the accumulators."""
+
+    def __init__(self, counter=None, stage="pass"):
+        self.counter, self.stage = counter, stage
+
+    def run(self, blocks, *accumulators, check=True):
+        """``check=False`` for blocks checked already (a source that checks
+        its blocks itself: ``fit`` checks each block once, on its first read)."""
+        width = dtype = label_width = None
+        seen = 0
+        for index, (X_block, y_block) in enumerate(blocks):
+            if check:
+                X, y = check_block(X_block, y_block, index, width=width, dtype=dtype, label_width=label_width)
+                if width is None:
+                    width, dtype = X.shape[1], X.dtype
+                    label_width = None if y is None else (1 if y.ndim == 1 else y.shape[1])
+            else:
+                X, y = X_block, y_block
+            for acc in accumulators:
+                if acc._labels == "vector":
+                    if y is None or y.ndim != 1:
+                        raise ValueError(f"block {index}: {type(acc).__name__} expected 1-D labels, one per row, "
+                                         f"got {'none' if y is None else f'shape {y.shape}'}")
+                    acc._add(X, np.ascontiguousarray(y, dtype=X.dtype))
+                else:
+                    acc._add(X, y)
+            seen += X.shape[0]
+        if not seen:
+            raise ValueError("blocks: expected at least one row, got an empty stream of blocks")
+        if self.counter is not None:
+            self.counter.count(self.stage)
+        return accumulators if len(accumulators) != 1 else accumulators[0]

@@ -1,0 +1,204 @@
+"""The public accumulators: against dense references, chunked against one
+block, merges in any grouping and order, and bad blocks.
+
+Tolerances. Chunked and one-block results are the same sums added in
+another order: float64 rounding, a few eps64 = 2.2e-16 per addition relative
+to the sum of the terms' magnitudes, so 1e-10 relative to the result's largest
+entry (with an absolute floor of 1e-13 times the terms' scale for entries
+that cancel) leaves four orders of margin; a lost or doubled block moves the
+result by about 1/blocks. The references (tests/reference.py, dense einsum on
+the explicit tensor) are compared at 1e-10 for the same reason.
+"""
+
+import functools
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import fastten.accumulate as A
+from fastten.activations import derivative
+
+from . import reference as ref
+
+
+def data(seed, n=600, d=5, m=3, offset=0.0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) + offset
+    y = rng.standard_normal(n)
+    U = rng.standard_normal((d, m))
+    return X, y, U, rng.standard_normal(d)
+
+
+def close(a, b, scale=1.0, rtol=1e-10):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape
+    err = np.max(np.abs(a - b), initial=0.0)
+    assert err <= rtol * np.max(np.abs(b), initial=0.0) + 1e-13 * scale, err
+
+
+def makers(U, theta):
+    """(name, a fresh accumulator, its reference on (X, y), needs labels)."""
+    A1, b1 = U, np.linspace(-0.5, 0.5, U.shape[1])
+
+    def output_ref(X, y):
+        F = np.hstack([derivative("sigmoid", X @ A1 + b1, 0), np.ones((X.shape[0], 1))])
+        coef = np.linalg.lstsq(F, y, rcond=None)[0]
+        return coef[:-1, None]
+
+    return [
+        ("first", lambda: A.FirstMoment(), lambda X, y: ref.first(X, y)),
+        ("second_dot", lambda: A.SecondMomentDot(U), lambda X, y: ref.second_dot(X, y, U)),
+        ("third_iuu", lambda: A.ThirdMomentIUU(U), lambda X, y: ref.third_iuu(X, y, U)),
+        ("third_uuu", lambda: A.ThirdMomentUUU(U), lambda X, y: ref.third_uuu(X, y, U)),
+        ("third_slice_dot", lambda: A.ThirdMomentSliceDot(theta, U), lambda X, y: ref.third_slice_dot(X, y, theta, U)),
+        ("fourth_iuuu", lambda: A.FourthMomentIUUU(U), lambda X, y: ref.fourth_iuuu(X, y, U)),
+        ("projected3", lambda: A.ProjectedMoment(U, 3), lambda X, y: ref.third_projected(X, y, U)),
+        ("projected4", lambda: A.ProjectedMoment(U, 4), lambda X, y: ref.fourth_projected(X, y, U)),
+        ("output", lambda: A.OutputLayer(A1, b1, "sigmoid"), output_ref),
+    ]
+
+
+def value(acc):
+    out = acc.result()
+    return out[0] if isinstance(acc, A.NormalEquations) else out
+
+
+@pytest.mark.parametrize("index", range(9))
+def test_one_block_matches_reference(index):
+    X, y, U, theta = data(0, n=300, d=4, m=2)
+    name, make, reference = makers(U, theta)[index]
+    scale = np.mean(np.abs(y) * (1 + np.linalg.norm(X, axis=1)) ** 4) * (1 + np.abs(U).max()) ** 4
+    close(value(make().update(X, y)), reference(X, y), scale)
+
+
+def test_covariance_matches_numpy_at_a_large_mean():
+    # Mean 1e6, spread 1: raw power sums would keep ~4 digits of the variance
+    # (eps64 * 1e12 / 1 = 2e-4); the centred Chan merge keeps ~14.
+    X, y, _, _ = data(1, n=2000, d=4, offset=1e6)
+    Y = np.column_stack([y, 2 * y + X[:, 0]])
+    acc = A.Covariance()
+    for i in range(0, 2000, 137):
+        acc.update(X[i:i + 137], Y[i:i + 137])
+    stats = acc.result()
+    Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
+    close(stats.mean, X.mean(axis=0))
+    close(stats.cov, Xc.T @ Xc / 2000, rtol=1e-9)
+    close(stats.y_cov, Yc.T @ Yc / 2000, rtol=1e-9)
+    close(stats.cross, Xc.T @ Yc / 2000, rtol=1e-9)
+    assert stats.n == 2000 and acc.blocks == 15
+
+
+def test_least_squares_matches_lstsq():
+    X, y, _, _ = data(2, n=500, d=4, offset=3.0)
+    y = y + X @ np.array([1.0, -2.0, 0.5, 0.0]) + 7.0
+    intercept, coef = A.LeastSquares().update(X[:200], y[:200]).merge(A.LeastSquares().update(X[200:], y[200:])).result()
+    want = np.linalg.lstsq(np.hstack([np.ones((500, 1)), X]), y, rcond=None)[0]
+    close(intercept, want[:1], rtol=1e-9)
+    close(coef[:, 0], want[1:], rtol=1e-9)
+
+
+def test_normal_equations_ridge():
+    rng = np.random.default_rng(3)
+    F, Y = rng.standard_normal((400, 3)), rng.standard_normal((400, 2))
+    A2, b2, cond = A.NormalEquations().update(F, Y).result(ridge=0.1)
+    B = np.hstack([F, np.ones((400, 1))])
+    H = B.T @ B + np.diag([40.0, 40.0, 40.0, 0.0])
+    want = np.linalg.solve(H, B.T @ Y)
+    close(A2, want[:3])
+    close(b2, want[3])
+    assert cond == pytest.approx(np.linalg.cond(H))
+
+
+def split_points(n):
+    return st.lists(st.integers(0, n), max_size=6).map(lambda cuts: sorted(set(cuts) | {0, n}))
+
+
+@given(cuts=split_points(600), index=st.integers(0, 9), order_seed=st.integers(0, 2 ** 16))
+def test_chunked_equals_one_block_and_merges_in_any_order(cuts, index, order_seed):
+    X, y, U, theta = data(4)
+    if index == 9:
+        make, one = A.Covariance, A.Covariance().update(X, y).result().cov
+        get = lambda acc: acc.result().cov
+    else:
+        _, make, _ = makers(U, theta)[index]
+        one, get = value(make().update(X, y)), value
+    parts = [make().update(X[a:b], y[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+    scale = np.mean(np.abs(y) * (1 + np.linalg.norm(X, axis=1)) ** 4) * (1 + np.abs(U).max()) ** 4
+    chunked = make()
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        chunked.update(X[a:b], y[a:b])
+    close(get(chunked), one, scale)
+    # Any order, any grouping: a shuffled left fold and a pairwise tree.
+    order = np.random.default_rng(order_seed).permutation(len(parts))
+    fold = functools.reduce(lambda a, b: a.merge(b), [make()] + [parts[i] for i in order])
+    close(get(fold), one, scale)
+    parts = [make().update(X[a:b], y[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+    while len(parts) > 1:
+        parts = [parts[i].merge(parts[i + 1]) if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
+    close(get(parts[0]), one, scale)
+    assert parts[0].n == fold.n == 600
+
+
+def test_float32_blocks_accumulate_in_float64():
+    X, y, U, _ = data(5, n=5000)
+    one = A.ThirdMomentIUU(U).update(X.astype(np.float32), y.astype(np.float32)).result()
+    assert one.dtype == np.float64
+    # float32 products per block (eps32 = 1.2e-7): the same tolerance as
+    # tests/test_moments.py, 2e-7 of the terms' scale.
+    scale = np.mean(np.abs(y) * (1 + np.linalg.norm(X, axis=1)) ** 3) * (1 + np.abs(U).max()) ** 3
+    assert np.abs(one - ref.third_iuu(X, y, U)).max() <= 2e-7 * scale
+
+
+def test_pass_feeds_every_accumulator_once_and_counts():
+    X, y, U, _ = data(6)
+    counter = A.PassCounter()
+    blocks = [(X[i:i + 100], y[i:i + 100]) for i in range(0, 600, 100)]
+    cov, iuu = A.Pass(counter, "stats").run(blocks, A.Covariance(), A.ThirdMomentIUU(U))
+    A.Pass(counter, "stats").run(blocks, A.FirstMoment())
+    assert counter.by_stage == {"stats": 2} and counter.total == 2
+    assert cov.n == iuu.n == 600
+    close(iuu.result(), A.ThirdMomentIUU(U).update(X, y).result())
+
+
+@pytest.mark.parametrize("block, y_block, match", [
+    (np.ones((3, 4)), np.ones(3), "block 1: expected 5 features"),
+    (np.ones((3, 5), dtype=np.float32), np.ones(3), "block 1: expected dtype float64"),
+    (np.ones(5), np.ones(1), r"block 1: expected a 2-D array"),
+    (np.ones((3, 5)), np.ones(4), r"block 1: expected labels of shape \(3,\)"),
+    (np.full((3, 5), np.nan), np.ones(3), "block 1: expected finite values, got 15 NaN"),
+    (np.ones((3, 5)), np.array([1.0, np.inf, 1.0]), "block 1 labels: expected finite values, got 1 NaN or "
+                                                    r"infinite entry \(first in row 1"),
+    (np.ones((3, 5)), None, "block 1: expected labels"),
+])
+def test_bad_blocks_name_the_block(block, y_block, match):
+    X, y, U, _ = data(7)
+    acc = A.ThirdMomentIUU(U)
+    acc.update(X[:10], y[:10])
+    with pytest.raises((ValueError, TypeError), match=match):
+        acc.update(block, y_block)
+    assert acc.n == 10  # the bad block added nothing
+
+
+def test_bad_blocks_in_a_pass_and_empty_streams():
+    X, y, _, _ = data(8)
+    bad = X[200:300].copy()
+    bad[57, 2] = np.nan
+    with pytest.raises(ValueError, match=r"block 2: expected finite values, got 1 NaN .* row 57"):
+        A.Pass().run([(X[:100], y[:100]), (X[100:200], y[100:200]), (bad, y[200:300])], A.Covariance())
+    with pytest.raises(TypeError, match="block 1: expected a real numeric array"):
+        A.Pass().run([(X[:100], y[:100]), (np.array([["a"] * 5]), y[:1])], A.Covariance())
+    with pytest.raises(ValueError, match="expected at least one row, got an empty stream"):
+        A.Pass().run(iter([]), A.Covariance())
+    with pytest.raises(ValueError, match="Covariance: no samples seen"):
+        A.Covariance().result()
+
+
+def test_merge_refuses_another_configuration():
+    X, y, U, _ = data(9)
+    with pytest.raises(TypeError, match="other: expected a ThirdMomentIUU, got Covariance"):
+        A.ThirdMomentIUU(U).update(X, y).merge(A.Covariance().update(X, y))
+    with pytest.raises(ValueError, match="same vectors"):
+        A.ThirdMomentIUU(U).update(X, y).merge(A.ThirdMomentIUU(2 * U).update(X, y))
+    with pytest.raises(ValueError, match="order: expected 3 or 4, got 5"):
+        A.ProjectedMoment(U, 5)
