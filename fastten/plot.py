@@ -111,7 +111,7 @@ def loss_curve(net_or_diagnostics, ax=None):
 
 
 def _matched_cos(A1, A1_true):
-    """|cos| between each planted unit and the fitted unit matched to it.
+    """``|cos|`` between each planted unit and the fitted unit matched to it.
 
     Parameters
     ----------
@@ -123,9 +123,9 @@ def _matched_cos(A1, A1_true):
     Returns
     -------
     numpy.ndarray, shape (k_true,)
-        For planted unit j, |cos| of the angle between its weight vector and
+        For planted unit j, ``|cos|`` of the angle between its weight vector and
         the fitted one matched to it by the assignment that maximises the
-        summed |cos| (Hungarian algorithm); 0 for planted units left
+        summed ``|cos|`` (Hungarian algorithm); 0 for planted units left
         unmatched when the fit has fewer units.
 
     Raises
@@ -161,10 +161,10 @@ def _weights(A, name):
 def recovery(net, A1_true, ax=None):
     """Plot how well the fitted units recover planted ones.
 
-    A bar per planted unit: |cos| between its weight vector and the fitted
+    A bar per planted unit: ``|cos|`` between its weight vector and the fitted
     unit matched to it (the assignment maximising the
-    summed |cos|; the sign of a unit is not identified by the third moment,
-    hence the absolute value). The worst matched |cos| is in the title.
+    summed ``|cos|``; the sign of a unit is not identified by the third moment,
+    hence the absolute value). The worst matched ``|cos|`` is in the title.
 
     Parameters
     ----------
@@ -178,7 +178,7 @@ def recovery(net, A1_true, ax=None):
     Returns
     -------
     matplotlib.axes.Axes
-        The axes drawn on; bar j's height is planted unit j's matched |cos|.
+        The axes drawn on; bar j's height is planted unit j's matched ``|cos|``.
 
     Raises
     ------
