@@ -20,8 +20,8 @@ Gaussian, psi = t, psi' = 1, psi'' = 0: the Hermite tensors).
   (:class:`Gaussian`, :class:`Logistic`, :class:`StudentT`,
   :class:`GeneralizedNormal`, :class:`GaussianMixture2`; all in standardised
   units, mean 0 and variance 1) or from a user's callables.
-- :func:`estimate_product_score` fits each coordinate's psi by score matching
-  and reports a held-out Stein-identity check (:func:`stein_z`, which also
+- :func:`fastten.estimate_product_score` fits each coordinate's psi by score matching
+  and reports a held-out Stein-identity check (:func:`fastten.scores.stein_z`, which also
   tells whether a given score, the Gaussian's say, fits data).
 - :class:`ScoreMoment` is the implicit M3 = (1/n) sum_i y_i S3(x_i), a
   :class:`fastten.operators.TensorOperator` like ``DataMoment``.
@@ -377,7 +377,7 @@ class ScoreFunction(ABC):
     """Maps standardised inputs Z (n, d) to (Psi, dPsi, d2Psi).
 
     Subclasses define ``_evaluate(Z)`` (Z already checked, float64);
-    :meth:`evaluate` checks what it returns.
+    :meth:`fastten.ScoreFunction.evaluate` checks what it returns.
     """
 
     def evaluate(self, Z):
@@ -436,7 +436,7 @@ class ProductScore(ScoreFunction):
     TypeError
         If a family is not a ScoreFamily.
     ValueError
-        If the sequence is empty; at :meth:`evaluate`, if its length is not
+        If the sequence is empty; at :meth:`fastten.ScoreFunction.evaluate`, if its length is not
         the number of columns of Z.
     """
 
@@ -460,14 +460,17 @@ class ProductScore(ScoreFunction):
 
         Parameters
         ----------
-        psi, dpsi, d2psi : callables, each mapping an (n, d) float64 array
-            to an (n, d) array (psi, psi' and psi'' entrywise; column a may
-            use its own function of the coordinate).
+        psi, dpsi, d2psi : callable
+            Each maps an (n, d) float64 array to an (n, d) array (psi, psi'
+            and psi'' entrywise; column a may use its own function of the
+            coordinate).
 
         Returns
         -------
-        ProductScore, whose :meth:`evaluate` checks the callables' outputs
-        (shape and finiteness) every time, starting with the first use.
+        ProductScore
+            The score, whose :meth:`fastten.ScoreFunction.evaluate` checks
+            the callables' outputs (shape and finiteness) every time,
+            starting with the first use.
 
         Raises
         ------
@@ -528,7 +531,7 @@ class SplineScore(ScoreFamily):
     """A score psi given as a cubic spline, continued linearly outside its knots.
 
     The spline lives on [knots[3], knots[-4]]; outside, psi' is constant and
-    psi'' zero. :func:`estimate_product_score` fits these.
+    psi'' zero. :func:`fastten.estimate_product_score` fits these.
 
     Parameters
     ----------
@@ -553,14 +556,14 @@ class SplineScore(ScoreFamily):
 class EstimatedScore(ProductScore):
     """A :class:`ProductScore` of fitted :class:`SplineScore` families.
 
-    :func:`estimate_product_score` returns one.
+    :func:`fastten.estimate_product_score` returns one.
 
     Parameters
     ----------
     families : sequence of SplineScore
         One fitted family per coordinate.
     diagnostics : dict
-        The record of :func:`estimate_product_score` (plain Python values).
+        The record of :func:`fastten.estimate_product_score` (plain Python values).
     """
 
     def __init__(self, families, diagnostics):
@@ -661,7 +664,7 @@ def stein_z(score, Z):
     Raises
     ------
     ValueError
-        As :meth:`ScoreFunction.evaluate`.
+        As :meth:`fastten.ScoreFunction.evaluate`.
     """
     Z = _float64_samples(Z, "Z")
     Psi, dPsi, _ = score.evaluate(Z)
@@ -692,7 +695,7 @@ def estimate_product_score(Z, rng, *, n_knots=8, ridge="auto", heldout=0.25, tai
     1) per coordinate by 5-fold cross-validation of the score-matching loss
     on the training rows; a number fixes it.
 
-    Diagnostic. :func:`stein_z` on the held-out rows: z-scores of E[psi] = 0,
+    Diagnostic. :func:`fastten.scores.stein_z` on the held-out rows: z-scores of E[psi] = 0,
     E[psi t] = 1, E[psi^2 - psi'] = 0 and E[psi t^3] = 3 E[t^2] per
     coordinate, approximately standard normal when psi fits; large ``|z|`` flags
     a misfit. (The fitted psi meets the first two exactly on the training
@@ -720,7 +723,7 @@ def estimate_product_score(Z, rng, *, n_knots=8, ridge="auto", heldout=0.25, tai
         holds ``train_rows``, ``heldout_rows``, ``n_knots``, ``ridge`` (per
         coordinate, the weight used), ``tail``, ``knot_range`` (per
         coordinate [lo, hi]), ``stein_z`` (name -> per-coordinate list, as
-        :func:`stein_z`), ``max_abs_stein_z`` and ``heldout_loss`` (per
+        :func:`fastten.scores.stein_z`), ``max_abs_stein_z`` and ``heldout_loss`` (per
         coordinate, the score-matching loss on the held-out rows: about
         minus half the Fisher information when psi fits).
 
