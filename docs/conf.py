@@ -60,8 +60,8 @@ numpydoc_xref_param_type = False
 # summary length: GL01-GL03, SS02-SS06, PR08-PR10, RT02, RT04, RT05), the
 # see-also and example checks (SA*, EX01: not every function has an
 # example), and ES01 (extended summary). numpydoc has no check for a
-# missing Raises or Warns section; those are kept by review (docs/conf.py
-# states it so that nobody believes the build checks them).
+# missing Raises or Warns section: those are kept by review, not by this
+# build.
 numpydoc_validation_checks = {"GL06", "GL07", "GL08", "SS01", "PR01", "PR02", "PR03", "PR07", "RT01", "RT03"}
 # Excluded: module constants (data with a one-line description) and
 # Activation's properties, defined by property(lambda ...): numpydoc's
