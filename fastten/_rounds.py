@@ -156,7 +156,9 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
     ``alpha`` and ``loss`` as in ``_refine.refine``. Restarts between rounds
     (``restart``) are least-squares moves: for the cross-entropy there is
     one round per stage. Appends a record per round (first stage) and per
-    stage to ``rounds`` and ``stages``; returns the best network found.
+    stage to ``rounds`` and ``stages``; a round's record keeps its
+    objective after every accepted step (``losses``, starting value first:
+    ``fastten.plot.loss_curve``). Returns the best network found.
     """
     n, d = Xs.shape
     k, m = A2.shape
@@ -207,7 +209,7 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
             record["grams"] += res.n_gram
             rounds.append({"stage": index, "iterations": res.n_iter, "cg": res.n_cg, "loss": objective, "mse": mse,
                            "validation_loss": score if score is not objective else None,
-                           "converged": res.converged})
+                           "converged": res.converged, "losses": [float(v) for v in res.losses]})
             # Two rounds in a row that do not beat the best by 0.1% end the
             # rounds (on noisy labels the first round usually ends at the
             # optimum, and the next two confirm it); each failure re-seeds

@@ -3,7 +3,7 @@
 The moments of a planted network weigh each hidden unit by a Gaussian
 expectation of a derivative of its activation: by Stein's identity
 E[y S_m(x)] = sum_j a2_j E[sigma^(m)(a_j.x + b1_j)] a_j^(x)m, and
-a_j.x ~ N(0, |a_j|^2) for standard inputs. :func:`gaussian_expectation`
+a_j.x ~ N(0, ``|a_j|^2``) for standard inputs. :func:`gaussian_expectation`
 computes such one-dimensional integrals: by an 801-node trapezoid rule for
 smooth activations, in closed form for ReLU.
 
@@ -18,7 +18,7 @@ unit with zero bias is invisible in the moment of that order:
 - sigmoid (sigma - 1/2 is odd): E[sigma''] = E[sigma''''] = 0;
 - tanh (odd): E[sigma] = E[sigma''] = E[sigma''''] = 0;
 - softplus (sigma' is the sigmoid): E[sigma'''] = 0;
-- relu (relu(t) - t/2 = |t|/2 is even): E[sigma'''] = 0, while
+- relu (relu(t) - t/2 = ``|t|/2`` is even): E[sigma'''] = 0, while
   E[sigma''''] = -phi(0) / s^3 is not zero.
 
 So the third moment, which NN-LIFT decomposes, carries no zero-bias unit of
@@ -46,29 +46,41 @@ _FD_RTOL = 1e-4
 class Activation:
     """An activation sigma with its derivatives, for the moment method.
 
-    Parameters
-    ----------
-    name : str, the name reported in messages and stored with a network.
-    derivatives : callable ``derivatives(t, order)`` returning sigma^(order)
-        elementwise on a float64 array t, as an array of t's shape, for
-        every order in 0..max_order.
-    expectation : None, or callable ``expectation(order, mean, sd)``
-        returning E[sigma^(order)(mean + sd g)], g ~ N(0, 1), elementwise
-        over the float64 arrays mean and sd (broadcast), for every order in
-        0..4. None: the 801-node trapezoid rule of ``gaussian_expectation``
-        on ``derivatives``, which is accurate for activations analytic in a
-        strip about the real axis and slow to converge at kinks.
-    max_order : int in 1..4, the highest order that ``derivatives``
-        supports pointwise. Above it only ``expectation`` can supply the
-        Gaussian expectations (ReLU: max_order=1, its higher derivatives
-        being distributions); without one, those orders raise ValueError.
-
     The construction evaluates ``derivatives`` at a few points and checks
     that the values are finite, have the input's shape, and that each order
     matches a central finite difference of the order below (relative 1e-4 of
     its scale over the points); ``expectation`` is checked for finite values
-    of the right shape. Either failure raises ValueError naming the
-    activation.
+    of the right shape.
+
+    Parameters
+    ----------
+    name : str
+        The name reported in messages and stored with a network.
+    derivatives : callable
+        ``derivatives(t, order)`` returning sigma^(order) elementwise on a
+        float64 array t, as an array of t's shape, for every order in
+        0..max_order.
+    expectation : callable, optional
+        ``expectation(order, mean, sd)`` returning
+        E[sigma^(order)(mean + sd g)], g ~ N(0, 1), elementwise
+        over the float64 arrays mean and sd (broadcast), for every order in
+        0..4. None: the 801-node trapezoid rule of ``gaussian_expectation``
+        on ``derivatives``, which is accurate for activations analytic in a
+        strip about the real axis and slow to converge at kinks.
+    max_order : int, default 4
+        The highest order (1 to 4) that ``derivatives`` supports pointwise.
+        Above it only ``expectation`` can supply the Gaussian expectations
+        (ReLU: max_order=1, its higher derivatives being distributions);
+        without one, those orders raise ValueError.
+
+    Raises
+    ------
+    TypeError
+        When ``name`` is not a non-empty str, or ``derivatives`` or
+        ``expectation`` is not callable.
+    ValueError
+        When ``max_order`` is not an integer in [1, 4], or a check of
+        ``derivatives`` or ``expectation`` fails (naming the activation).
     """
 
     __slots__ = ("_name", "_derivatives", "_expectation", "_max_order")
@@ -218,6 +230,7 @@ def _relu_expectation(order, mean, sd):
     return np.where(sd > 0.0, value, limit)
 
 
+#: The built-in activations by name: sigmoid, tanh, softplus and relu.
 ACTIVATIONS = {
     "sigmoid": Activation("sigmoid", _sigmoid),
     "tanh": Activation("tanh", _tanh),
@@ -251,7 +264,25 @@ _PAIRS = {ACTIVATIONS["sigmoid"]: _sigmoid_pair, ACTIVATIONS["tanh"]: _tanh_pair
 # ----------------------------------------------------------------------------
 
 def get_activation(spec):
-    """The Activation for a built-in name, or spec itself if it is one."""
+    """The Activation for a built-in name, or spec itself if it is one.
+
+    Parameters
+    ----------
+    spec : str or Activation
+        A name in ``ACTIVATIONS`` or an Activation.
+
+    Returns
+    -------
+    Activation
+        The built-in activation of that name, or ``spec``.
+
+    Raises
+    ------
+    ValueError
+        When ``spec`` is a str that names no built-in activation.
+    TypeError
+        When ``spec`` is neither a str nor an Activation.
+    """
     if isinstance(spec, Activation):
         return spec
     if isinstance(spec, str):
@@ -269,12 +300,34 @@ def _check_order(order, top=MAX_ORDER):
 
 
 def derivative(activation, t, order=0):
-    """The order-th derivative (0 to 4) of an activation (a name or an
-    Activation) at t, elementwise.
+    """The order-th derivative of an activation at t, elementwise.
 
     ReLU has pointwise derivatives of orders 0 and 1 only (relu'(0) = 0);
     its orders 2-4 are distributions, whose Gaussian expectations
     :func:`gaussian_expectation` gives.
+
+    Parameters
+    ----------
+    activation : str or Activation
+        A built-in name or an Activation.
+    t : array_like
+        The points, converted to float64.
+    order : int, default 0
+        The derivative's order, 0 to 4.
+
+    Returns
+    -------
+    numpy.ndarray
+        sigma^(order)(t), float64, of t's shape.
+
+    Raises
+    ------
+    ValueError
+        When ``order`` is not an integer in [0, 4] or exceeds the
+        activation's pointwise orders (``max_order``), or as
+        :func:`get_activation`.
+    TypeError
+        As :func:`get_activation`.
     """
     act = get_activation(activation)
     _check_order(order)
@@ -290,9 +343,30 @@ def derivative(activation, t, order=0):
 
 
 def value_and_slope(activation, t):
-    """(sigma(t), sigma'(t)), sharing the work for the built-ins (one exp
-    per entry for sigmoid, one tanh for tanh; relu gives (max(t, 0), t > 0)):
-    the refinement's forward pass."""
+    """The activation and its slope at t, sharing the work for the built-ins.
+
+    The refinement's forward pass: one exp per entry for sigmoid, one tanh
+    for tanh; relu gives (max(t, 0), t > 0).
+
+    Parameters
+    ----------
+    activation : str or Activation
+        A built-in name or an Activation.
+    t : array_like
+        The points, converted to float64.
+
+    Returns
+    -------
+    value : numpy.ndarray
+        sigma(t), of t's shape.
+    slope : numpy.ndarray
+        sigma'(t), of t's shape.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`get_activation`.
+    """
     act = get_activation(activation)
     t = np.asarray(t, dtype=np.float64)
     pair = _PAIRS.get(act)
@@ -315,13 +389,36 @@ QUADRATURE_WEIGHTS = QUADRATURE_STEP * np.exp(-0.5 * QUADRATURE_NODES ** 2) / np
 
 
 def gaussian_expectation(activation, order, mean, sd):
-    """E[sigma^(order)(mean + sd g)], g ~ N(0, 1), elementwise over mean and sd.
+    """The Gaussian expectation E[sigma^(order)(mean + sd g)], g ~ N(0, 1).
 
-    ``activation`` is a name or an Activation; ``order`` is 0 to 4.
-    relu: closed form (:func:`_relu_expectation`), exact up to rounding.
-    An Activation with an ``expectation`` uses it. Otherwise the 801-node
-    trapezoid rule above (QUADRATURE_NODES): sigmoid, tanh and softplus to
-    6e-14 for sd up to 8, orders 0-4; slower to converge at kinks.
+    relu: closed form, exact up to rounding. An Activation with an
+    ``expectation`` uses it. Otherwise an 801-node trapezoid rule on
+    [-10, 10]: sigmoid, tanh and softplus to 6e-14 for sd up to 8, orders
+    0-4; slower to converge at kinks.
+
+    Parameters
+    ----------
+    activation : str or Activation
+        A built-in name or an Activation.
+    order : int
+        The derivative's order, 0 to 4.
+    mean : array_like
+        Means of the Gaussian argument.
+    sd : array_like
+        Standard deviations, broadcast against ``mean``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The expectations, float64, of the broadcast shape of mean and sd.
+
+    Raises
+    ------
+    ValueError
+        When ``order`` is not an integer in [0, 4], or as
+        :func:`get_activation`.
+    TypeError
+        As :func:`get_activation`.
     """
     act = get_activation(activation)
     _check_order(order)

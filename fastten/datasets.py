@@ -19,9 +19,32 @@ DATA_STREAM = 1
 class PlantedNetwork:
     """f(x) = a2^T sigma(A1^T x + b1) + b2, with training and test samples.
 
-    ``y`` and ``y_test`` carry the label noise (for classification: 0/1
-    labels drawn with probability f(x)); ``f_test`` is the noise-free test
-    output, against which prediction error is judged.
+    Made by :func:`make_planted_network`.
+
+    Parameters
+    ----------
+    A1 : numpy.ndarray, shape (d, k)
+        Planted first-layer weights, one unit per column.
+    b1 : numpy.ndarray, shape (k,)
+        Planted first-layer biases.
+    a2 : numpy.ndarray, shape (k,)
+        Planted output weights.
+    b2 : float
+        Planted output bias.
+    activation : str or fastten.activations.Activation
+        The activation, as given to :func:`make_planted_network`.
+    X : numpy.ndarray, shape (n, d)
+        Training inputs.
+    y : numpy.ndarray, shape (n,)
+        Training labels, with the label noise (for classification: 0/1
+        labels drawn with probability f(x)).
+    X_test : numpy.ndarray, shape (n_test, d)
+        Test inputs.
+    y_test : numpy.ndarray, shape (n_test,)
+        Test labels, with the label noise.
+    f_test : numpy.ndarray, shape (n_test,)
+        The noise-free test outputs, against which prediction error is
+        judged.
     """
 
     A1: np.ndarray
@@ -36,7 +59,18 @@ class PlantedNetwork:
     f_test: np.ndarray
 
     def output(self, X):
-        """The noise-free network output at the rows of X."""
+        """The noise-free network output at the rows of X.
+
+        Parameters
+        ----------
+        X : numpy.ndarray, shape (m, d)
+            Inputs, one per row (not checked).
+
+        Returns
+        -------
+        numpy.ndarray, shape (m,)
+            f(x) per row.
+        """
         return derivative(self.activation, X @ self.A1 + self.b1) @ self.a2 + self.b2
 
 
@@ -62,6 +96,53 @@ def make_planted_network(n_samples, n_features, n_hidden, *, activation="sigmoid
     P(y = 1 | x) = f(x); ``noise`` must be 0. One Generator (from
     ``random_state``) draws all of it; an int seed gives a stream of its own,
     independent of the one ``fit(random_state=seed)`` draws from.
+
+    Parameters
+    ----------
+    n_samples : int
+        Training rows n, >= 1.
+    n_features : int
+        Input dimension d, >= 1.
+    n_hidden : int
+        Hidden units k, >= 1.
+    activation : str or fastten.activations.Activation, default "sigmoid"
+        The activation of the hidden units.
+    weight_norm : float, default 1.0
+        The norm of every column of A1, > 0.
+    bias_range : tuple of float, default (0.0, 1.0)
+        (low, high), 0 <= low <= high: the range of the biases' magnitudes.
+    noise : float, default 0.0
+        Standard deviation of the Gaussian label noise (regression only).
+    mean : array_like, shape (d,), optional
+        Mean of the inputs; zero by default.
+    cov : array_like, shape (d, d), optional
+        Covariance of the inputs, symmetric positive definite; the identity
+        by default.
+    task : {"regression", "classification"}
+        What the labels are.
+    input_density : fastten.scores.Density or list of them, optional
+        The density of every standardised coordinate, or one per
+        coordinate; standard normal by default.
+    n_test : int, default 10000
+        Test rows, >= 1.
+    random_state : None, int or numpy.random.Generator
+        Drives every random draw.
+
+    Returns
+    -------
+    PlantedNetwork
+        The weights, the training data and the test data.
+
+    Raises
+    ------
+    ValueError
+        When an argument is out of its range or of the wrong shape (naming
+        it), ``cov`` is not positive definite, ``noise`` is not 0 for
+        classification, or classification is asked of an unbounded
+        activation.
+    TypeError
+        When a count is not an integer or ``activation`` is neither a name
+        nor an Activation.
     """
     n = check_int(n_samples, "n_samples", 1)
     d = check_int(n_features, "n_features", 1)

@@ -85,19 +85,40 @@ class WhiteningError(ValueError):
 
 @dataclass
 class Decomposition:
-    """T ~ sum_j weights[j] * factors[:, j]^(x)3.
+    """The result of :func:`decompose`: T ~ sum_j weights[j] * factors[:, j]^(x)3.
 
-    weights: (r,) >= 0, decreasing; factors: (d, r) unit columns; method: the
-    engine that ran; history: per component, in the order of the factors,
-    its step sizes (power method: |theta_t - theta_{t-1}| of the winning
-    restart; non-orthogonal: relative change of the component per
-    Levenberg-Marquardt step); n_restarts, n_iter: what was run; residual:
-    relative residual estimated on random probes of the operator,
-    |T(I,u,u) - sum_j w_j (v_j.u)^2 v_j| / |T(I,u,u)|; converged: all
-    components; component_converged: per component (the non-orthogonal
-    polish converges jointly, so its entries are equal); loss_history: the
-    non-orthogonal polish's relative residual per step; warnings: messages
-    also issued as Python warnings; times: per stage.
+    Parameters
+    ----------
+    weights : numpy.ndarray, shape (r,)
+        Component weights, >= 0, in decreasing order.
+    factors : numpy.ndarray, shape (d, r)
+        Unit components, one per column, in the order of the weights.
+    method : str
+        The engine that ran ("orthogonal", "nonorthogonal", "power" or
+        "sketch").
+    history : list
+        Per component, in the order of the factors, its step sizes (power
+        method: ``|theta_t - theta_{t-1}|`` of the winning restart;
+        non-orthogonal: the relative change of the component per
+        Levenberg-Marquardt step).
+    n_restarts : int
+        Restarts per component (power method) or slice trials (Jennrich).
+    n_iter : int
+        Iterations run in all.
+    residual : float
+        Relative residual estimated on random probes u of the operator,
+        ``|T(I,u,u) - sum_j w_j (v_j.u)^2 v_j| / |T(I,u,u)|``.
+    converged : bool
+        Whether every component reached the tolerance.
+    component_converged : numpy.ndarray of bool, shape (r,)
+        Per component (the non-orthogonal polish converges jointly, so its
+        entries are equal).
+    loss_history : list of float
+        The non-orthogonal polish's relative residual per step.
+    warnings : list of str
+        Messages also issued as Python warnings.
+    times : dict
+        Seconds per stage.
     """
 
     weights: np.ndarray
@@ -114,7 +135,15 @@ class Decomposition:
     times: dict = field(default_factory=dict)
 
     def to_dense(self):
-        """The dense d x d x d reconstruction (for tests and small d only)."""
+        """The dense reconstruction sum_j weights[j] factors[:, j]^(x)3.
+
+        For tests and small d only: it allocates d^3 numbers.
+
+        Returns
+        -------
+        numpy.ndarray, shape (d, d, d)
+            The symmetric tensor of the components.
+        """
         return np.einsum("j,aj,bj,cj->abc", self.weights, self.factors, self.factors, self.factors)
 
 
@@ -218,14 +247,28 @@ def _check_second_moment(M, dim):
 def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_iter=30,
               tol=1e-10, oversample=10, n_subspace_rounds=2, n_polish=10, subspace=None,
               sketch_size=None, n_sketches=None, random_state=None):
-    """Rank-`rank` symmetric CP decomposition of a third-order tensor.
+    """Rank-``rank`` symmetric CP decomposition of a third-order tensor.
+
+    The engines and how ``"auto"`` picks one are in the API overview
+    (docs/api.md); none forms more than the d^3 numbers of a dense input.
 
     Parameters
     ----------
     T : array (d, d, d) or TensorOperator
-        A dense symmetric array (checked) or an operator.
-    rank : int, 1 <= rank <= d
-    method : "auto", "orthogonal", "nonorthogonal", "power" or "sketch"
+        A dense symmetric array (checked for shape, finiteness and symmetry
+        to 1e-10) or an operator (:class:`fastten.operators.DataMoment`,
+        :class:`fastten.ScoreMoment`,
+        :class:`fastten.sketch.TensorSketch`, or a user's subclass of
+        :class:`fastten.operators.TensorOperator`).
+    rank : int
+        The number of components, 1 <= rank <= d.
+    method : {"auto", "orthogonal", "nonorthogonal", "power", "sketch"}
+        The engine. "orthogonal": components orthogonal, or
+        ``second_moment`` definite; "nonorthogonal": general signed,
+        non-orthogonal components (Jennrich, then Levenberg-Marquardt);
+        "power": the robust power method on the operator itself; "sketch":
+        the same on a tensor sketch; "auto": "orthogonal" when whitening is
+        safe, else "nonorthogonal".
     second_moment : array (d, d), optional
         A symmetric matrix sum_j m_j v_j v_j^T sharing T's components, used to
         whiten on the orthogonal path; it must be definite on its top-`rank`
@@ -253,6 +296,33 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
         sketches (defaults: Wang et al.'s 2**11 and 20; see docs/performance.md).
     random_state : None, int or numpy.random.Generator
         Drives every random choice.
+
+    Returns
+    -------
+    Decomposition
+        The weights (decreasing, >= 0), the unit factors and how the engine
+        ran.
+
+    Raises
+    ------
+    ValueError, TypeError
+        A bad argument, naming it; ``ValueError`` also when the tensor is
+        zero on every probe (for instance all labels zero).
+    WhiteningError
+        ``method="orthogonal"`` with a ``second_moment`` that is indefinite
+        or singular on its top-``rank`` eigenspace.
+    FloatingPointError
+        When the engine produced non-finite factors (a tensor too badly
+        conditioned for ``rank``).
+
+    Warns
+    -----
+    RankWarning
+        When the flattening of the projected tensor shows no gap after the
+        ``rank``-th singular value, or a component comes back with zero
+        weight (factors stay finite and unit).
+    ConvergenceWarning
+        When an iteration limit is reached before ``tol``.
     """
     op = as_operator(T)
     d = op.dim

@@ -14,6 +14,11 @@ population moments of order >= 1 unchanged) is the caller's choice.
 Results have the dtype of X (float32 or float64); sums are accumulated in
 float64 across blocks of rows. For streaming, feed row blocks to the
 accumulators of :mod:`fastten.accumulate`.
+
+Every function checks its arguments: ``X`` a finite real (n, d) array
+(float32 stays float32, other real dtypes become float64), ``y`` finite with
+n entries, the vectors finite with d rows. A bad argument raises ValueError
+or TypeError naming it, what was expected and what was received.
 """
 
 import functools
@@ -50,7 +55,25 @@ def _finish(out, n, dtype, single=False):
 
 
 def first_moment(X, y):
-    """(1/n) sum_i y_i x_i, shape (d,)."""
+    """The first cross-moment M_1 = (1/n) sum_i y_i x_i.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, d)
+        Standardised samples, one per row.
+    y : array_like, shape (n,)
+        Labels.
+
+    Returns
+    -------
+    numpy.ndarray, shape (d,)
+        M_1, in the dtype of X.
+
+    Raises
+    ------
+    ValueError, TypeError
+        When X or y is not a finite real array of the expected shape.
+    """
     X, y = _data(X, y)
     out = np.zeros(X.shape[1])
     K.first_acc(X, y, out)
@@ -58,9 +81,29 @@ def first_moment(X, y):
 
 
 def second_moment_dot(X, y, Omega):
-    """M_2 Omega = (1/n) sum_i y_i (x_i x_i^T - I) Omega, shape (d, m).
+    """The second cross-moment times a matrix, M_2 Omega.
 
-    Omega may be one vector of length d (the result is then a vector).
+    M_2 Omega = (1/n) sum_i y_i (x_i x_i^T - I) Omega, without forming the
+    d x d matrix M_2.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, d)
+        Standardised samples, one per row.
+    y : array_like, shape (n,)
+        Labels.
+    Omega : array_like, shape (d, m) or (d,)
+        The vectors to multiply, one per column, or one vector.
+
+    Returns
+    -------
+    numpy.ndarray, shape (d, m) or (d,)
+        M_2 Omega in the dtype of X; a vector for one vector Omega.
+
+    Raises
+    ------
+    ValueError, TypeError
+        When an argument is not a finite real array of the expected shape.
     """
     X, y = _data(X, y)
     Omega, single = check_vectors(Omega, X.shape[1], X.dtype, "Omega")
@@ -70,10 +113,30 @@ def second_moment_dot(X, y, Omega):
 
 
 def third_moment_iuu(X, y, U):
-    """Columns M_3(I, u_j, u_j) for the columns u_j of U (d, m): shape (d, m).
+    """The third cross-moment contracted twice, M_3(I, u_j, u_j), per column.
 
     This is the step of the tensor power method, for a batch of m vectors at
-    the cost of two products with X. U may be one vector of length d.
+    the cost of two products with X.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, d)
+        Standardised samples, one per row.
+    y : array_like, shape (n,)
+        Labels.
+    U : array_like, shape (d, m) or (d,)
+        The vectors u_j, one per column, or one vector.
+
+    Returns
+    -------
+    numpy.ndarray, shape (d, m) or (d,)
+        Column j is M_3(I, u_j, u_j), in the dtype of X; a vector for one
+        vector U.
+
+    Raises
+    ------
+    ValueError, TypeError
+        When an argument is not a finite real array of the expected shape.
     """
     X, y = _data(X, y)
     U, single = check_vectors(U, X.shape[1], X.dtype, "U")
@@ -83,7 +146,28 @@ def third_moment_iuu(X, y, U):
 
 
 def third_moment_uuu(X, y, U):
-    """Values M_3(u_j, u_j, u_j) for the columns of U (d, m): shape (m,)."""
+    """The third cross-moment contracted three times, M_3(u_j, u_j, u_j).
+
+    Parameters
+    ----------
+    X : array_like, shape (n, d)
+        Standardised samples, one per row.
+    y : array_like, shape (n,)
+        Labels.
+    U : array_like, shape (d, m) or (d,)
+        The vectors u_j, one per column, or one vector.
+
+    Returns
+    -------
+    numpy.ndarray, shape (m,), or a scalar
+        M_3(u_j, u_j, u_j) per column, in the dtype of X; a scalar for one
+        vector U.
+
+    Raises
+    ------
+    ValueError, TypeError
+        When an argument is not a finite real array of the expected shape.
+    """
     X, y = _data(X, y)
     U, single = check_vectors(U, X.shape[1], X.dtype, "U")
     out = np.zeros(U.shape[1])
@@ -93,8 +177,33 @@ def third_moment_uuu(X, y, U):
 
 
 def third_moment_slice_dot(X, y, theta, Omega):
-    """M_3(I, I, theta) Omega: the slice of M_3 along theta (d x d, never
-    formed) times Omega (d, m). Shape (d, m), or (d,) for one vector Omega."""
+    """A slice of the third cross-moment times a matrix, M_3(I, I, theta) Omega.
+
+    The slice of M_3 along theta is a d x d matrix; it is never formed.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, d)
+        Standardised samples, one per row.
+    y : array_like, shape (n,)
+        Labels.
+    theta : array_like, shape (d,) or (d, 1)
+        The direction of the slice.
+    Omega : array_like, shape (d, m) or (d,)
+        The vectors to multiply, one per column, or one vector.
+
+    Returns
+    -------
+    numpy.ndarray, shape (d, m) or (d,)
+        M_3(I, I, theta) Omega in the dtype of X; a vector for one vector
+        Omega.
+
+    Raises
+    ------
+    ValueError, TypeError
+        When an argument is not a finite real array of the expected shape,
+        or theta holds more than one vector.
+    """
     X, y = _data(X, y)
     theta, _ = check_vectors(theta, X.shape[1], X.dtype, "theta")
     if theta.shape[1] != 1:
@@ -106,7 +215,28 @@ def third_moment_slice_dot(X, y, theta, Omega):
 
 
 def fourth_moment_iuuu(X, y, U):
-    """Columns M_4(I, u_j, u_j, u_j) for the columns u_j of U (d, m): shape (d, m)."""
+    """The fourth cross-moment contracted three times, M_4(I, u_j, u_j, u_j).
+
+    Parameters
+    ----------
+    X : array_like, shape (n, d)
+        Standardised samples, one per row.
+    y : array_like, shape (n,)
+        Labels.
+    U : array_like, shape (d, m) or (d,)
+        The vectors u_j, one per column, or one vector.
+
+    Returns
+    -------
+    numpy.ndarray, shape (d, m) or (d,)
+        Column j is M_4(I, u_j, u_j, u_j), in the dtype of X; a vector for
+        one vector U.
+
+    Raises
+    ------
+    ValueError, TypeError
+        When an argument is not a finite real array of the expected shape.
+    """
     X, y = _data(X, y)
     U, single = check_vectors(U, X.shape[1], X.dtype, "U")
     out = np.zeros(U.shape)
@@ -130,8 +260,28 @@ def _unpack_index(k, order):
 
 
 def unpack_symmetric(packed, k, order):
-    """The dense symmetric (k,)*order array from its packed form (entries with
-    sorted indices in lexicographic order, as the projected moments use)."""
+    """The dense symmetric array from its packed form.
+
+    Parameters
+    ----------
+    packed : numpy.ndarray, shape (comb(k + order - 1, order),)
+        The entries with sorted indices, in lexicographic order (as the
+        projected moments use).
+    k : int
+        The length of each axis.
+    order : int
+        The number of axes.
+
+    Returns
+    -------
+    numpy.ndarray, shape (k,) * order
+        The symmetric array, in the dtype of ``packed``.
+
+    Raises
+    ------
+    ValueError
+        When ``packed`` does not have comb(k + order - 1, order) entries.
+    """
     idx = _unpack_index(k, order)
     if packed.shape != (idx.shape[0],):
         raise ValueError(
@@ -150,12 +300,31 @@ def _projected_data(X, y, W):
 
 
 def third_moment_projected(X, y, W):
-    """R = M_3(W, W, W), shape (k, k, k), for W of shape (d, k).
+    """The third cross-moment projected on W, R = M_3(W, W, W).
 
     R = (1/n) sum_i y_i [z_i^(x)3 - sym(z_i (x) G)] with z_i = W^T x_i and
     G = W^T W: one product X W, then a packed symmetric power sum over Z
     (k(k+1)(k+2)/6 entries) and a rank-one Hermite correction. R is exactly
     symmetric: each unordered index triple is computed once.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, d)
+        Standardised samples, one per row.
+    y : array_like, shape (n,)
+        Labels.
+    W : array_like, shape (d, k)
+        The projection, one direction per column.
+
+    Returns
+    -------
+    numpy.ndarray, shape (k, k, k)
+        R, exactly symmetric, in the dtype of X.
+
+    Raises
+    ------
+    ValueError, TypeError
+        When an argument is not a finite real array of the expected shape.
     """
     return projected3(*_projected_data(X, y, W))
 
@@ -169,10 +338,29 @@ def projected3(X, y, W):
 
 
 def fourth_moment_projected(X, y, W):
-    """R4 = M_4(W, W, W, W), shape (k, k, k, k), for W of shape (d, k).
+    """The fourth cross-moment projected on W, R4 = M_4(W, W, W, W).
 
     R4 = (1/n) sum_i y_i [z^(x)4 - sym6(z z^T (x) G) + sym3(G (x) G)], exactly
     symmetric like :func:`third_moment_projected`.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, d)
+        Standardised samples, one per row.
+    y : array_like, shape (n,)
+        Labels.
+    W : array_like, shape (d, k)
+        The projection, one direction per column.
+
+    Returns
+    -------
+    numpy.ndarray, shape (k, k, k, k)
+        R4, exactly symmetric, in the dtype of X.
+
+    Raises
+    ------
+    ValueError, TypeError
+        When an argument is not a finite real array of the expected shape.
     """
     from .accumulate import ProjectedMoment
 

@@ -17,14 +17,28 @@ FORMAT = "fastten.TwoLayerNet/1"
 class TwoLayerNet:
     """f(x) = a2^T sigma(A1^T x + b1) + b2, in the caller's coordinates.
 
-    A1 (d, k), b1 (k,); a2 (k,) and b2 a float for one output, or a2 (k, m)
-    and b2 (m,) for m outputs; activation (a name in
-    ``fastten.activations.ACTIVATIONS``). ``classes`` holds the labels of a
-    classification fit, one output (logit) per class, None for
-    regression. A user activation (an
-    ``Activation`` object) is saved by name and must be handed back to
-    ``load``. ``diagnostics`` is a JSON-ready
-    record of how the network was fitted.
+    :func:`fastten.fit` returns one; it can be built directly from known
+    weights too (the arrays are stored as given, not checked).
+
+    Parameters
+    ----------
+    A1 : numpy.ndarray, shape (d, k)
+        First-layer weights, one hidden unit per column.
+    b1 : numpy.ndarray, shape (k,)
+        First-layer biases.
+    a2 : numpy.ndarray, shape (k,) or (k, m)
+        Output weights, for one output or m outputs.
+    b2 : float or numpy.ndarray, shape (m,)
+        Output bias: a float for one output, (m,) for m outputs.
+    activation : str or fastten.activations.Activation
+        A name in ``fastten.activations.ACTIVATIONS``, or a user activation
+        (saved by name: it must be handed back to :meth:`load`).
+    diagnostics : dict, optional
+        A JSON-ready record of how the network was fitted (the keys are
+        listed in the API overview, docs/api.md).
+    classes : numpy.ndarray, optional
+        The labels of a classification fit, one output (logit) per class;
+        None for regression.
     """
 
     A1: np.ndarray
@@ -44,16 +58,51 @@ class TwoLayerNet:
         return X
 
     def predict(self, X):
-        """Network outputs at the rows of X (n, d): shape (n,), or (n, m) for m outputs."""
+        """The network's outputs at the rows of X.
+
+        Parameters
+        ----------
+        X : array_like, shape (n, d)
+            Samples, one per row; real or boolean.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n,) or (n, m)
+            f(x) per row; (n, m) for m outputs (the logits of a
+            classification fit).
+
+        Raises
+        ------
+        ValueError, TypeError
+            When X is not a finite real 2-D array with d columns.
+        """
         X = self._checked(X)
         return derivative(self.activation, X @ self.A1 + self.b1, 0) @ self.a2 + self.b2
 
     def predict_proba(self, X):
-        """For a classification fit: the probabilities of ``classes`` at the
-        rows of X, (n, n_classes), rows summing to one: the softmax of the
-        outputs (the logits). A network with one output and two classes
-        (a file written before multi-class fits) estimates P(classes[1])
-        itself, clipped to [0, 1]."""
+        """The probabilities of the classes at the rows of X (classification).
+
+        The softmax of the outputs (the logits). A network with one output
+        and two classes (a file written before multi-class fits) estimates
+        P(classes[1]) itself, clipped to [0, 1].
+
+        Parameters
+        ----------
+        X : array_like, shape (n, d)
+            Samples, one per row; real or boolean.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, n_classes)
+            P(classes[c] | x) per row, rows summing to one.
+
+        Raises
+        ------
+        ValueError
+            When the network was fitted for regression, or as ``predict``.
+        TypeError
+            As ``predict``.
+        """
         if self.classes is None:
             raise ValueError("predict_proba: this network was fitted for regression (task='regression')")
         F = self.predict(X)
@@ -65,12 +114,44 @@ class TwoLayerNet:
         return E / E.sum(axis=1, keepdims=True)
 
     def predict_class(self, X):
-        """For a classification fit: the most probable class at each row."""
+        """The most probable class at each row of X (classification).
+
+        Parameters
+        ----------
+        X : array_like, shape (n, d)
+            Samples, one per row; real or boolean.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n,)
+            A label from ``classes`` per row.
+
+        Raises
+        ------
+        ValueError, TypeError
+            As :meth:`predict_proba`.
+        """
         return self.classes[np.argmax(self.predict_proba(X), axis=1)]
 
     def save(self, path):
-        """Write an ``.npz`` file: the arrays, and a JSON header (format tag,
-        activation, diagnostics) as a string array; no pickle."""
+        """Write the network to an ``.npz`` file.
+
+        The file holds the arrays and a JSON header (format tag
+        ``fastten.TwoLayerNet/1``, activation name, diagnostics) as a string
+        array; no pickle. The name is used as given (no ``.npz`` is added).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (overwritten if it exists).
+
+        Raises
+        ------
+        ValueError, TypeError
+            When ``activation`` is neither a known name nor an Activation.
+        OSError
+            When the file cannot be written.
+        """
         header = json.dumps({"format": FORMAT, "activation": get_activation(self.activation).name,
                              "builtin": isinstance(self.activation, str), "diagnostics": self.diagnostics})
         arrays = {"A1": self.A1, "b1": self.b1, "a2": self.a2, "b2": np.asarray(self.b2, dtype=np.float64)}
@@ -81,9 +162,34 @@ class TwoLayerNet:
 
     @classmethod
     def load(cls, path, activation=None):
-        """Read a file written by ``save``. ``activation``: the Activation
-        object of a network fitted with a user activation (the file holds
-        only its name)."""
+        """Read a network written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to read.
+        activation : fastten.activations.Activation, optional
+            The activation of a network fitted with a user activation (the
+            file holds only its name); None for a built-in one.
+
+        Returns
+        -------
+        TwoLayerNet
+            The network, with its diagnostics and classes.
+
+        Raises
+        ------
+        ValueError
+            When the file is not a ``fastten.TwoLayerNet/1`` file, its arrays'
+            shapes disagree, or the activation is a user's one and
+            ``activation`` is missing or named differently; numpy's
+            ``ValueError`` for a file that is not an npz archive.
+        KeyError
+            For an npz archive without the header or an array (hardening the
+            model files against such input is item 6 of issue #13).
+        OSError
+            When the file cannot be read.
+        """
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
             if header.get("format") != FORMAT:

@@ -59,13 +59,17 @@ logger = logging.getLogger("fastten")
 
 
 class IdentifiabilityWarning(UserWarning):
-    """The moments do not identify part of the network (a unit invisible to
-    them, for instance)."""
+    """The moments do not identify part of the network.
+
+    A unit invisible to them, for instance (docs/method.md, the traps).
+    """
 
 
 class LocalOptimumWarning(ConvergenceWarning):
-    """The refinement stopped where the residual still carries signal: the
-    network is a local optimum, not the best fit to the data."""
+    """The refinement stopped where the residual still carries signal.
+
+    The network is a local optimum, not the best fit to the data.
+    """
 
 
 INPUT_MODELS = ("gaussian", "standard", "product")
@@ -104,110 +108,154 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         blas_threads=1, block_rows=BLOCK_ROWS):
     """Fit f(x) = a2^T sigma(A1^T x + b1) + b2 to (X, y) by the method of moments.
 
+    NN-LIFT's tensor stage starts the network, a Levenberg-Marquardt
+    refinement finishes it; the pipeline is in docs/method.md ("Fitting a
+    network"). Every option is checked before the data are read.
+
     Parameters
     ----------
-    X : array (n, d) of real or boolean features on any scales, or data
-        out of core: a ``numpy.memmap`` (n, d), a path to an ``.npy`` file
-        (opened with ``mmap_mode="r"``), or a callable returning a fresh
-        iterator of (X_block, y_block) chunks on every call (then y is None);
-        these are read in blocks, once per pass (docs/api.md, "Data out of
-        core"); constant
-        features and null directions (features that are linear
-        combinations of others) are dropped from the fit, with a note in
-        ``diagnostics["inputs"]``, and get zero weights
-    y : array (n,), or (n, m) for m outputs (a2 is then k x m); for
+    X : array_like, shape (n, d), numpy.memmap, str or callable
+        Real or boolean features on any scales; constant features and null
+        directions (features that are linear combinations of others) are
+        dropped from the fit, with a note in ``diagnostics["inputs"]``, and
+        get zero weights. Or data out of core: a ``numpy.memmap`` (n, d), a
+        path to an ``.npy`` file (opened with ``mmap_mode="r"``), or a
+        callable returning a fresh iterator of (X_block, y_block) chunks on
+        every call (then y is None); these are read in blocks, once per pass
+        (docs/api.md, "Data out of core").
+    y : array_like, shape (n,) or (n, m), or None
+        Labels, or m outputs (a2 is then k x m); for
         ``task="classification"``, n labels of any type taking at least two
-        values, each at least twice
-    n_hidden : int >= 1. The moments identify at most as many units as the
-        inputs have dimensions (``diagnostics["suggested_n_hidden"]`` is how
-        many they support); units beyond that start from random directions
-        and only the refinement trains them (docs/method.md)
-    activation : "sigmoid", "tanh", "softplus", "relu", or a
-        ``fastten.activations.Activation`` (a user activation given its
-        derivatives)
-    task : "regression" (least squares) or "classification": one output
-        per class (logits), refined by cross-entropy of their softmax
+        values, each at least twice.
+    n_hidden : int
+        k >= 1. The moments identify at most as many units as the inputs
+        have dimensions (``diagnostics["suggested_n_hidden"]`` is how many
+        they support); units beyond that start from random directions and
+        only the refinement trains them (docs/method.md).
+    activation : str or fastten.activations.Activation, default "sigmoid"
+        "sigmoid", "tanh", "softplus", "relu", or a user activation given
+        its derivatives.
+    task : {"regression", "classification"}
+        "regression" (least squares) or "classification": one output per
+        class (logits), refined by cross-entropy of their softmax
         (``TwoLayerNet.predict_proba``); the tensor stage and the initial
-        output layer see the one-hot labels
-    input_model : the input density whose score functions the moments use.
+        output layer see the one-hot labels.
+    input_model : {"gaussian", "standard", "product"} or ScoreFunction
+        The input density whose score functions the moments use.
         "gaussian" (default: standardise and whiten, Hermite scores);
         "standard" (the inputs are N(0, I) already); "product"
         (independent features of any densities: each standardised
         feature's score is fitted by score matching,
-        ``fastten.estimate_product_score``, with its held-out Stein check in
-        ``diagnostics["score"]``); or a ``fastten.ScoreFunction``
-        (e.g. ``ProductScore([Logistic(), StudentT(8), ...])``) of the
+        :func:`fastten.estimate_product_score`, with its held-out Stein
+        check in ``diagnostics["score"]``); or a
+        :class:`fastten.ScoreFunction` (e.g.
+        ``ProductScore([Logistic(), StudentT(8), ...])``) of the
         standardised features (x - mean) / std. With a non-Gaussian model
         the units start with unit norm and zero bias (the moment-based
         scales and biases are Gaussian closed forms) and the tensor stage
         does not use the fourth moment; the residual check after the
-        refinement is skipped (it has the Gaussian score)
-    init : "tensor" (the directions from the third moment: NN-LIFT) or
+        refinement is skipped (it has the Gaussian score).
+    init : {"tensor", "random"}
+        "tensor" (the directions from the third moment: NN-LIFT) or
         "random" (random unit directions; the baseline that isolates what
-        the tensor stage buys)
-    method : decomposition engine, as in ``fastten.decompose``
-    bias_method : how the units found by the third moment get their scales,
-        signs and biases: "moments" (default: solve the first-, second- and
-        third-order moments along each direction, ``fastten._bias``),
-        "fourier" (the paper's Fourier estimator of b1, with the scales of
-        "moments"; for Gaussian inputs its variance is infinite and it does
-        not converge: measured in docs/method.md; an option for
-        faithfulness, not for use) or "zero" (unit norm, zero bias). Units
-        started from second-order or random directions get unit norm and
-        zero bias in every case.
-    refine : run the local refinement after the tensor stage
-    alpha : float >= 0, L2 penalty on the weights of both layers in the
+        the tensor stage buys).
+    method : {"auto", "orthogonal", "nonorthogonal", "power", "sketch"}
+        The decomposition engine, as in :func:`fastten.decompose`.
+    bias_method : {"moments", "fourier", "zero"}
+        How the units found by the third moment get their scales, signs
+        and biases: "moments" (default: solve the first-, second- and
+        third-order moments along each direction), "fourier" (the paper's
+        Fourier estimator of b1, with the scales of "moments"; for Gaussian
+        inputs its variance is infinite and it does not converge: measured
+        in docs/method.md; an option for faithfulness, not for use) or
+        "zero" (unit norm, zero bias). Units started from second-order or
+        random directions get unit norm and zero bias in every case.
+    refine : bool, default True
+        Run the local refinement after the tensor stage.
+    alpha : float, default 0.0
+        >= 0, the L2 penalty on the weights of both layers in the
         refinement, scikit-learn's convention: the objective is the mean
-        loss plus alpha / (2 n) (|A1|^2 + |A2|^2), with A1 on the whitened
-        inputs and A2 on the standardised targets (regression) or the logits
-    early_stopping : hold out ``validation_fraction`` of the rows (stratified
-        by class for classification) from every stage, and keep the network
-        of the refinement step with the lowest loss on them, stopping after
-        ``n_iter_no_change`` steps without an improvement of 1e-4 of it
-    validation_fraction : float in (0, 1), used with early_stopping
-    n_iter_no_change : int >= 1, Levenberg-Marquardt steps (not epochs:
-        each is a Gauss-Newton solve on all the rows) of patience
-    ridge : L2 penalty (times n) on the output weights of the initial fit,
-        added to alpha's
-    max_iter : Levenberg-Marquardt iterations per round and stage
-    n_rounds : refinement rounds on the subsample; after a round that stalls
+        loss plus alpha / (2 n) (``|A1|^2 + |A2|^2``), with A1 on the
+        whitened inputs and A2 on the standardised targets (regression) or
+        the logits.
+    early_stopping : bool, default False
+        Hold out ``validation_fraction`` of the rows (stratified by class
+        for classification) from every stage, and keep the network of the
+        refinement step with the lowest loss on them, stopping after
+        ``n_iter_no_change`` steps without an improvement of 1e-4 of it.
+    validation_fraction : float, default 0.1
+        In (0, 1); used with early_stopping.
+    n_iter_no_change : int, default 10
+        >= 1, Levenberg-Marquardt steps (not epochs: each is a Gauss-Newton
+        solve on all the rows) of patience.
+    ridge : float, default 1e-8
+        >= 0, the L2 penalty (times n) on the output weights of the initial
+        fit, added to alpha's.
+    max_iter : int, default 50
+        >= 0, Levenberg-Marquardt iterations per round and stage.
+    n_rounds : int, default 6
+        >= 1, refinement rounds on the subsample; after a round that stalls
         above zero loss, units of the wrong sign are flipped or the least
         useful unit is re-seeded from the residual's third or second moment
-        before the next (docs/method.md; least squares only)
-    random_state : None, int or numpy.random.Generator; drives every random
-        choice (same seed, same network)
-    callback : None, or ``callback(network, info)`` called with the network
-        (a TwoLayerNet in the caller's coordinates) after the initial fit
+        before the next (docs/method.md; least squares only).
+    random_state : None, int or numpy.random.Generator
+        Drives every random choice (same seed, same network).
+    callback : callable, optional
+        ``callback(network, info)`` called with the network (a TwoLayerNet
+        in the caller's coordinates) after the initial fit
         (``info["stage"] == "init"``) and after every accepted refinement
         step (``"refine"``); ``info`` also holds ``"iteration"`` and
         ``"training_loss"`` (the refinement's objective on the rows of the
         current stage, a subsample at first; for least squares without
         penalty also ``"training_mse"``, the mean squared error in the
         caller's units). Returning True stops the refinement.
-    blas_threads : int or None. The fit runs thousands of small matrix
-        products, which BLAS threads slow down: at d=50, k=10, n=1e5 the fit
-        took 1.9 s with one OpenBLAS thread and 4.4 s with two on an idle
-        2-core machine (d=100: 5.3 s and 6.1 s). With threadpoolctl
-        installed (``pip install fastten[fast]``) the fit limits BLAS to
-        this many threads while it runs, as scikit-learn does, and restores
-        the setting after (the limit is process-wide meanwhile). None leaves
+    blas_threads : int or None, default 1
+        The fit runs thousands of small matrix products, which BLAS threads
+        slow down: at d=50, k=10, n=1e5 the fit took 1.9 s with one
+        OpenBLAS thread and 4.4 s with two on an idle 2-core machine
+        (d=100: 5.3 s and 6.1 s). With threadpoolctl installed
+        (``pip install fastten[fast]``) the fit limits BLAS to this many
+        threads while it runs, as scikit-learn does, and restores the
+        setting after (the limit is process-wide meanwhile). None leaves
         BLAS alone.
-    block_rows : int >= 1, rows per block of the data passes (arrays in
-        memory and memory-mapped files; chunks keep their own sizes). A
-        memory-mapped pass holds about one block of the file in memory.
+    block_rows : int, default 65536
+        Rows per block of the data passes (>= 1; arrays in memory and
+        memory-mapped files; chunks keep their own sizes). A memory-mapped
+        pass holds about one block of the file in memory.
 
     Returns
     -------
-    TwoLayerNet, with a ``diagnostics`` record (see docs/api.md).
+    TwoLayerNet
+        The fitted network in the caller's coordinates, with a
+        ``diagnostics`` record of how it was fitted (its keys are listed in
+        docs/api.md; ``diagnostics["refinement_rounds"][i]["losses"]`` is
+        the objective after every accepted step of round i, which
+        :func:`fastten.plot.loss_curve` draws).
 
     Raises
     ------
-    ValueError, TypeError : a bad option or bad data, naming the parameter.
+    ValueError, TypeError
+        A bad option or bad data, naming the parameter, what was expected
+        and what was received: NaN or infinite values, mismatched lengths,
+        1-D X, n_hidden < 1, constant labels, non-numeric dtypes, unknown
+        option values, fewer than two classes or a class of one sample, a
+        validation_fraction that leaves fewer than two rows on a side, and
+        for a non-Gaussian input model collinear features.
 
     Warns
     -----
-    IdentifiabilityWarning, LocalOptimumWarning, ConvergenceWarning, and a
-    UserWarning when there are fewer rows than parameters.
+    IdentifiabilityWarning
+        When the moments support fewer directions than min(n_hidden, rank)
+        and the fit is not exact in the end, or, without refinement, fitted
+        units have no detectable third moment.
+    LocalOptimumWarning
+        When the final residual still correlates with the inputs' score
+        functions (unpenalised least squares with Gaussian inputs).
+    ConvergenceWarning
+        When the refinement stops above zero loss without converging.
+    UserWarning
+        When there are fewer rows than parameters and neither alpha nor
+        early stopping regularises.
     """
     options = _check_options(activation, task, input_model, init, method, bias_method, refine, alpha, early_stopping,
                              validation_fraction, n_iter_no_change, ridge, max_iter, n_rounds, callback, blas_threads)

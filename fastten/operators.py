@@ -32,35 +32,129 @@ __all__ = ["TensorOperator", "DenseTensor", "DataMoment", "Deflated", "as_operat
 class TensorOperator(ABC):
     """Base class: a symmetric d x d x d tensor known through contractions.
 
-    Subclasses define ``dim`` and the four contractions. Arguments are
+    Subclasses define ``dim`` and the contractions ``iuu``, ``slice_dot`` and
+    ``project`` (``uuu`` and ``deflated`` have defaults). Arguments are
     float64 arrays already checked by the caller (the engines); operators
-    trust them.
+    trust them. A subclass can be handed to :func:`fastten.decompose`.
+
+    Attributes
+    ----------
+    dim : int
+        The dimension d of the tensor, set by subclasses.
     """
 
     dim = None
 
     @abstractmethod
     def iuu(self, U):
-        """See the module docstring."""
+        """The contractions T(I, u_j, u_j), one per column of U.
+
+        Parameters
+        ----------
+        U : numpy.ndarray, shape (d, m)
+            float64 vectors u_j, one per column.
+
+        Returns
+        -------
+        numpy.ndarray, shape (d, m)
+            Column j is T(I, u_j, u_j).
+        """
 
     def uuu(self, U):
-        """Default: u . T(I, u, u); subclasses may do it in one cheaper pass."""
+        """The values T(u_j, u_j, u_j), one per column of U.
+
+        The default is u_j . T(I, u_j, u_j); subclasses may compute it in one
+        cheaper pass.
+
+        Parameters
+        ----------
+        U : numpy.ndarray, shape (d, m)
+            float64 vectors u_j, one per column.
+
+        Returns
+        -------
+        numpy.ndarray, shape (m,)
+            T(u_j, u_j, u_j).
+        """
         return np.einsum("aj,aj->j", U, self.iuu(U))
 
     @abstractmethod
     def slice_dot(self, theta, Omega):
-        """See the module docstring."""
+        """The slice of T along theta times a matrix, T(I, I, theta) Omega.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray, shape (d,)
+            float64 direction of the slice.
+        Omega : numpy.ndarray, shape (d, m)
+            float64 vectors to multiply, one per column.
+
+        Returns
+        -------
+        numpy.ndarray, shape (d, m)
+            T(I, I, theta) Omega.
+        """
 
     @abstractmethod
     def project(self, W):
-        """See the module docstring."""
+        """The tensor projected on W, T(W, W, W).
+
+        Parameters
+        ----------
+        W : numpy.ndarray, shape (d, k)
+            float64 projection, one direction per column.
+
+        Returns
+        -------
+        numpy.ndarray, shape (k, k, k)
+            T(W, W, W).
+        """
 
     def deflated(self, weights, vectors):
+        """The operator of T - sum_j weights_j v_j^(x)3, applied implicitly.
+
+        Parameters
+        ----------
+        weights : array_like, shape (r,)
+            The weights w_j of the components to subtract.
+        vectors : array_like, shape (d, r)
+            The components v_j, one per column.
+
+        Returns
+        -------
+        Deflated
+            The deflated operator; this one is left unchanged.
+
+        Raises
+        ------
+        ValueError
+            When ``vectors`` is not (d, r) for r weights.
+        """
         return Deflated(self, weights, vectors)
 
 
 class DenseTensor(TensorOperator):
-    """A dense symmetric (d, d, d) array, checked for shape, finiteness and symmetry."""
+    """A dense symmetric (d, d, d) array, checked for shape, finiteness and symmetry.
+
+    The contractions are those of :class:`TensorOperator`, each one BLAS
+    product (O(d^3 m) operations).
+
+    Parameters
+    ----------
+    T : array_like, shape (d, d, d)
+        A real symmetric tensor; it is copied to float64.
+    rtol : float, default 1e-10
+        Tolerance of the symmetry check, relative to the largest absolute
+        entry.
+
+    Raises
+    ------
+    TypeError
+        When T is not a real numeric array.
+    ValueError
+        When T is not cubical, has NaN or infinite entries, or is not
+        symmetric to ``rtol``.
+    """
 
     def __init__(self, T, *, rtol=1e-10):
         T = np.asarray(T)
@@ -110,12 +204,25 @@ class DenseTensor(TensorOperator):
 class DataMoment(TensorOperator):
     """The implicit cross-moment M3 = (1/n) sum_i y_i S3(x_i) of standardised data.
 
-    X and y are checked once here; each contraction is then one pass over X
-    by an accumulator of :mod:`fastten.accumulate` (blocks of rows through
-    the kernels), and nothing of size d^2 or d^3 is formed. ``passes``
-    counts the passes. Labels are used as given (centre them first to lower
-    the variance). ``DataMoment.from_source`` reads the rows from a stream of
-    blocks instead (the fit's out-of-core route).
+    X and y are checked once here; each contraction of
+    :class:`TensorOperator` is then one pass over X by an accumulator of
+    :mod:`fastten.accumulate` (blocks of rows through the kernels), and
+    nothing of size d^2 or d^3 is formed. ``passes`` counts the passes.
+    Labels are used as given (centre them first to lower the variance).
+    ``DataMoment.from_source`` reads the rows from a stream of blocks
+    instead (the fit's out-of-core route).
+
+    Parameters
+    ----------
+    X : array_like, shape (n, d)
+        Standardised samples (Gaussian score functions: x ~ N(0, I)).
+    y : array_like, shape (n,)
+        Labels.
+
+    Raises
+    ------
+    ValueError, TypeError
+        When X or y is not a finite real array of the expected shape.
     """
 
     def __init__(self, X, y):
@@ -168,7 +275,21 @@ class DataMoment(TensorOperator):
         return self._pass(A.ThirdMomentSliceDot(theta, Omega, check=False))
 
     def second_moment_dot(self, Omega):
-        """E[y S2] Omega, one pass (not part of the third-order protocol)."""
+        """The second cross-moment times a matrix, E[y S2] Omega, in one pass.
+
+        Not part of the third-order protocol; the ``"auto"`` method of
+        :func:`fastten.decompose` uses it to decide whether to whiten.
+
+        Parameters
+        ----------
+        Omega : numpy.ndarray, shape (d, m)
+            float64 vectors to multiply, one per column.
+
+        Returns
+        -------
+        numpy.ndarray, shape (d, m)
+            (1/n) sum_i y_i (x_i x_i^T - I) Omega.
+        """
         return self._pass(A.SecondMomentDot(Omega, check=False))
 
     def project(self, W):
@@ -184,16 +305,56 @@ class DataMoment(TensorOperator):
         return np.concatenate([fn(X @ U, norms) for X, _ in self._blocks()])
 
     def s2_samples(self, U):
-        """Per-sample S2(x_i)(u, u) = (u . x_i)^2 - |u|^2, (n, m); one pass."""
+        """The second score function of every sample along each u, in one pass.
+
+        Parameters
+        ----------
+        U : numpy.ndarray, shape (d, m)
+            float64 vectors u_j, one per column.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, m)
+            S2(x_i)(u_j, u_j) = (u_j . x_i)^2 - ``|u_j|^2``.
+        """
         return self._per_sample(U, lambda Z, nu: Z * Z - nu)
 
     def uuu_samples(self, U):
-        """Per-sample S3(x_i)(u, u, u) = (u . x_i)^3 - 3 |u|^2 (u . x_i), (n, m); one pass."""
+        """The third score function of every sample along each u, in one pass.
+
+        Parameters
+        ----------
+        U : numpy.ndarray, shape (d, m)
+            float64 vectors u_j, one per column.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, m)
+            S3(x_i)(u_j, u_j, u_j) = (u_j . x_i)^3 - 3 ``|u_j|^2`` (u_j . x_i).
+        """
         return self._per_sample(U, lambda Z, nu: Z * (Z * Z - 3.0 * nu))
 
 
 class Deflated(TensorOperator):
-    """T - sum_j w_j v_j^(x)3 for an operator T, without touching T."""
+    """T - sum_j w_j v_j^(x)3 for an operator T, without touching T.
+
+    Each contraction of :class:`TensorOperator` is the base operator's
+    minus the components' (O(d r m) more operations).
+
+    Parameters
+    ----------
+    base : TensorOperator
+        The operator T.
+    weights : array_like, shape (r,)
+        The weights w_j of the components to subtract.
+    vectors : array_like, shape (d, r)
+        The components v_j, one per column.
+
+    Raises
+    ------
+    ValueError
+        When ``vectors`` is not (d, r) for r weights.
+    """
 
     def __init__(self, base, weights, vectors):
         self.base = base
@@ -229,5 +390,22 @@ class Deflated(TensorOperator):
 
 
 def as_operator(T):
-    """An operator from an operator (returned as is) or a dense symmetric array."""
+    """An operator from an operator (returned as is) or a dense symmetric array.
+
+    Parameters
+    ----------
+    T : TensorOperator or array_like, shape (d, d, d)
+        The tensor.
+
+    Returns
+    -------
+    TensorOperator
+        T itself, or a :class:`DenseTensor` of it.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :class:`DenseTensor` for an array that is not a finite real
+        symmetric tensor.
+    """
     return T if isinstance(T, TensorOperator) else DenseTensor(T)

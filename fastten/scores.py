@@ -20,8 +20,8 @@ Gaussian, psi = t, psi' = 1, psi'' = 0: the Hermite tensors).
   (:class:`Gaussian`, :class:`Logistic`, :class:`StudentT`,
   :class:`GeneralizedNormal`, :class:`GaussianMixture2`; all in standardised
   units, mean 0 and variance 1) or from a user's callables.
-- :func:`estimate_product_score` fits each coordinate's psi by score matching
-  and reports a held-out Stein-identity check (:func:`stein_z`, which also
+- :func:`fastten.estimate_product_score` fits each coordinate's psi by score matching
+  and reports a held-out Stein-identity check (:func:`fastten.scores.stein_z`, which also
   tells whether a given score, the Gaussian's say, fits data).
 - :class:`ScoreMoment` is the implicit M3 = (1/n) sum_i y_i S3(x_i), a
   :class:`fastten.operators.TensorOperator` like ``DataMoment``.
@@ -79,18 +79,62 @@ class ScoreFamily(ABC):
 
     @abstractmethod
     def derivatives(self, t):
-        """(psi(t), psi'(t), psi''(t)), psi = -(log p)'."""
+        """The score psi = -(log p)' and its first two derivatives at t.
+
+        Parameters
+        ----------
+        t : array_like
+            The points.
+
+        Returns
+        -------
+        psi, dpsi, d2psi : numpy.ndarray
+            psi(t), psi'(t) and psi''(t), each of t's shape.
+        """
 
     def psi(self, t):
-        """psi(t) = -(log p)'(t)."""
+        """The score psi(t) = -(log p)'(t).
+
+        Parameters
+        ----------
+        t : array_like
+            The points.
+
+        Returns
+        -------
+        numpy.ndarray
+            psi(t), of t's shape.
+        """
         return self.derivatives(t)[0]
 
     def dpsi(self, t):
-        """psi'(t)."""
+        """The score's derivative psi'(t).
+
+        Parameters
+        ----------
+        t : array_like
+            The points.
+
+        Returns
+        -------
+        numpy.ndarray
+            psi'(t), of t's shape.
+        """
         return self.derivatives(t)[1]
 
     def d2psi(self, t):
-        """psi''(t)."""
+        """The score's second derivative psi''(t).
+
+        Parameters
+        ----------
+        t : array_like
+            The points.
+
+        Returns
+        -------
+        numpy.ndarray
+            psi''(t), of t's shape.
+        """
         return self.derivatives(t)[2]
 
     def __repr__(self):
@@ -107,11 +151,35 @@ class Density(ScoreFamily):
 
     @abstractmethod
     def logpdf(self, t):
-        """log p(t), elementwise."""
+        """The log density log p(t), elementwise.
+
+        Parameters
+        ----------
+        t : array_like
+            The points.
+
+        Returns
+        -------
+        numpy.ndarray
+            log p(t), of t's shape.
+        """
 
     @abstractmethod
     def sample(self, rng, size):
-        """Draws from p, an array of shape ``size``, using the Generator ``rng``."""
+        """Draw samples from p.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The source of randomness.
+        size : int or tuple of int
+            The shape of the sample.
+
+        Returns
+        -------
+        numpy.ndarray
+            Independent draws from p, of shape ``size``.
+        """
 
 
 class Gaussian(Density):
@@ -160,8 +228,9 @@ class StudentT(Density):
 
     Parameters
     ----------
-    nu : float > 4. The method needs moments up to order 4 of the inputs,
-        which exist only for nu > 4.
+    nu : float
+        The degrees of freedom, > 4: the method needs moments up to order 4
+        of the inputs, which exist only for nu > 4.
 
     Raises
     ------
@@ -202,7 +271,8 @@ class GeneralizedNormal(Density):
 
     Parameters
     ----------
-    beta : even int >= 2, default 8.
+    beta : int, default 8
+        The exponent, an even integer >= 2.
 
     Raises
     ------
@@ -250,9 +320,13 @@ class GaussianMixture2(Density):
 
     Parameters
     ----------
-    weight : float in (0, 1), default 0.5.
-    separation : float >= 0, default 3.0, in units of the first component's sd.
-    scale_ratio : float > 0, default 1.0, second component's sd over the first's.
+    weight : float, default 0.5
+        The first component's weight, in (0, 1).
+    separation : float, default 3.0
+        The distance between the means, >= 0, in units of the first
+        component's sd.
+    scale_ratio : float, default 1.0
+        The second component's sd over the first's, > 0.
 
     Raises
     ------
@@ -303,7 +377,7 @@ class ScoreFunction(ABC):
     """Maps standardised inputs Z (n, d) to (Psi, dPsi, d2Psi).
 
     Subclasses define ``_evaluate(Z)`` (Z already checked, float64);
-    :meth:`evaluate` checks what it returns.
+    :meth:`fastten.ScoreFunction.evaluate` checks what it returns.
     """
 
     def evaluate(self, Z):
@@ -311,11 +385,13 @@ class ScoreFunction(ABC):
 
         Parameters
         ----------
-        Z : array of shape (n, d), finite, standardised inputs.
+        Z : array_like, shape (n, d)
+            Finite standardised inputs.
 
         Returns
         -------
-        (Psi, dPsi, d2Psi) : three float64 arrays of shape (n, d).
+        Psi, dPsi, d2Psi : numpy.ndarray, shape (n, d)
+            float64 psi, psi' and psi'' of every entry.
 
         Raises
         ------
@@ -360,7 +436,7 @@ class ProductScore(ScoreFunction):
     TypeError
         If a family is not a ScoreFamily.
     ValueError
-        If the sequence is empty; at :meth:`evaluate`, if its length is not
+        If the sequence is empty; at :meth:`fastten.ScoreFunction.evaluate`, if its length is not
         the number of columns of Z.
     """
 
@@ -384,14 +460,17 @@ class ProductScore(ScoreFunction):
 
         Parameters
         ----------
-        psi, dpsi, d2psi : callables, each mapping an (n, d) float64 array
-            to an (n, d) array (psi, psi' and psi'' entrywise; column a may
-            use its own function of the coordinate).
+        psi, dpsi, d2psi : callable
+            Each maps an (n, d) float64 array to an (n, d) array (psi, psi'
+            and psi'' entrywise; column a may use its own function of the
+            coordinate).
 
         Returns
         -------
-        ProductScore, whose :meth:`evaluate` checks the callables' outputs
-        (shape and finiteness) every time, starting with the first use.
+        ProductScore
+            The score, whose :meth:`fastten.ScoreFunction.evaluate` checks
+            the callables' outputs (shape and finiteness) every time,
+            starting with the first use.
 
         Raises
         ------
@@ -449,13 +528,17 @@ def _linear_extension(splines, lo, hi, t):
 
 
 class SplineScore(ScoreFamily):
-    """psi as a cubic spline on [knots[3], knots[-4]], continued linearly
-    outside (so psi' is constant and psi'' zero there).
+    """A score psi given as a cubic spline, continued linearly outside its knots.
+
+    The spline lives on [knots[3], knots[-4]]; outside, psi' is constant and
+    psi'' zero. :func:`fastten.estimate_product_score` fits these.
 
     Parameters
     ----------
-    knots : the clamped knot vector of a cubic ``scipy.interpolate.BSpline``.
-    coef : its coefficients.
+    knots : array_like
+        The clamped knot vector of a cubic ``scipy.interpolate.BSpline``.
+    coef : array_like
+        Its coefficients.
     """
 
     def __init__(self, knots, coef):
@@ -471,9 +554,17 @@ class SplineScore(ScoreFamily):
 
 
 class EstimatedScore(ProductScore):
-    """A :class:`ProductScore` of fitted :class:`SplineScore` families with
-    the ``diagnostics`` of :func:`estimate_product_score` (a dict of plain
-    Python values)."""
+    """A :class:`ProductScore` of fitted :class:`SplineScore` families.
+
+    :func:`fastten.estimate_product_score` returns one.
+
+    Parameters
+    ----------
+    families : sequence of SplineScore
+        One fitted family per coordinate.
+    diagnostics : dict
+        The record of :func:`fastten.estimate_product_score` (plain Python values).
+    """
 
     def __init__(self, families, diagnostics):
         super().__init__(families)
@@ -559,17 +650,21 @@ def stein_z(score, Z):
 
     Parameters
     ----------
-    score : ScoreFunction.
-    Z : array (n, d), finite, n >= 2: rows not used to fit the score.
+    score : ScoreFunction
+        The score to check.
+    Z : array_like, shape (n, d)
+        Finite standardised inputs, n >= 2: rows not used to fit the score.
 
     Returns
     -------
-    dict name -> float64 array (d,).
+    dict
+        "mean", "linear", "fisher" and "cubic", each a float64 array (d,)
+        of z-scores.
 
     Raises
     ------
     ValueError
-        As :meth:`ScoreFunction.evaluate`.
+        As :meth:`fastten.ScoreFunction.evaluate`.
     """
     Z = _float64_samples(Z, "Z")
     Psi, dPsi, _ = score.evaluate(Z)
@@ -600,32 +695,37 @@ def estimate_product_score(Z, rng, *, n_knots=8, ridge="auto", heldout=0.25, tai
     1) per coordinate by 5-fold cross-validation of the score-matching loss
     on the training rows; a number fixes it.
 
-    Diagnostic. :func:`stein_z` on the held-out rows: z-scores of E[psi] = 0,
+    Diagnostic. :func:`fastten.scores.stein_z` on the held-out rows: z-scores of E[psi] = 0,
     E[psi t] = 1, E[psi^2 - psi'] = 0 and E[psi t^3] = 3 E[t^2] per
-    coordinate, approximately standard normal when psi fits; large |z| flags
+    coordinate, approximately standard normal when psi fits; large ``|z|`` flags
     a misfit. (The fitted psi meets the first two exactly on the training
     rows: the constant and linear functions are in the span, unpenalised.)
 
     Parameters
     ----------
-    Z : array (n, d), finite; standardised inputs (one column per coordinate).
-    rng : numpy.random.Generator; draws the train / held-out split.
-    n_knots : int >= 2, default 8; knots per coordinate (n_knots + 2 splines).
-    ridge : "auto" (default) or float >= 0; weight of the roughness penalty,
-        in standardised units.
-    heldout : float in (0, 1), default 0.25; fraction of rows held out.
-    tail : float in (0, 0.5), default 0.005; the outer knots are the tail and
-        1 - tail quantiles.
+    Z : array_like, shape (n, d)
+        Finite standardised inputs, one column per coordinate.
+    rng : numpy.random.Generator
+        Draws the train / held-out split.
+    n_knots : int, default 8
+        Knots per coordinate, >= 2 (n_knots + 2 splines).
+    ridge : "auto" or float, default "auto"
+        Weight (>= 0) of the roughness penalty, in standardised units.
+    heldout : float, default 0.25
+        Fraction of rows held out, in (0, 1).
+    tail : float, default 0.005
+        In (0, 0.5): the outer knots are the tail and 1 - tail quantiles.
 
     Returns
     -------
-    EstimatedScore, whose ``diagnostics`` dict (plain Python values) holds:
-    ``train_rows``, ``heldout_rows``, ``n_knots``, ``ridge`` (per coordinate,
-    the weight used), ``tail``, ``knot_range`` (per coordinate [lo, hi]),
-    ``stein_z`` (name -> per-coordinate list, as :func:`stein_z`),
-    ``max_abs_stein_z`` and ``heldout_loss`` (per coordinate, the
-    score-matching loss on the held-out rows: about minus half the Fisher
-    information when psi fits).
+    EstimatedScore
+        The fitted score. Its ``diagnostics`` dict (plain Python values)
+        holds ``train_rows``, ``heldout_rows``, ``n_knots``, ``ridge`` (per
+        coordinate, the weight used), ``tail``, ``knot_range`` (per
+        coordinate [lo, hi]), ``stein_z`` (name -> per-coordinate list, as
+        :func:`fastten.scores.stein_z`), ``max_abs_stein_z`` and ``heldout_loss`` (per
+        coordinate, the score-matching loss on the held-out rows: about
+        minus half the Fisher information when psi fits).
 
     Raises
     ------
@@ -679,17 +779,21 @@ class ScoreMoment(TensorOperator):
 
     Same protocol and semantics as :class:`fastten.operators.DataMoment`
     (which it equals, to rounding, for ``ProductScore(Gaussian())``): each
-    contraction is one pass over (Psi, dPsi, d2Psi, y) through the kernels
-    of :mod:`fastten._kernels.scores`, nothing of size d^2 or d^3 is formed,
-    and ``passes`` counts the passes. Labels are used as given.
+    contraction of :class:`fastten.operators.TensorOperator` is one pass
+    over (Psi, dPsi, d2Psi, y) through the kernels of
+    ``fastten._kernels.scores``, nothing of size d^2 or d^3 is formed, and
+    ``passes`` counts the passes. Labels are used as given.
 
     Parameters
     ----------
-    score : ScoreFunction, or a tuple (Psi, dPsi, d2Psi) of (n, d) arrays
+    score : ScoreFunction or tuple of numpy.ndarray
+        A score function, or a tuple (Psi, dPsi, d2Psi) of (n, d) arrays
         already evaluated at the inputs.
-    Z : array (n, d), the standardised inputs the score is evaluated at;
-        with arrays it may be None (if given, only its shape is checked).
-    y : array (n,), labels.
+    Z : array_like, shape (n, d), or None
+        The standardised inputs the score is evaluated at; with arrays it
+        may be None (if given, only its shape is checked).
+    y : array_like, shape (n,)
+        Labels.
 
     Raises
     ------
@@ -717,8 +821,29 @@ class ScoreMoment(TensorOperator):
 
     @classmethod
     def from_arrays(cls, Psi, dPsi, d2Psi, y):
-        """The operator from precomputed (n, d) arrays psi(x_i), psi'(x_i),
-        psi''(x_i) and labels y (n,); checked like the constructor."""
+        """The operator from precomputed score arrays, checked like the constructor.
+
+        Parameters
+        ----------
+        Psi : array_like, shape (n, d)
+            psi(x_i) per sample and coordinate.
+        dPsi : array_like, shape (n, d)
+            psi'(x_i).
+        d2Psi : array_like, shape (n, d)
+            psi''(x_i).
+        y : array_like, shape (n,)
+            Labels.
+
+        Returns
+        -------
+        ScoreMoment
+            The implicit cross-moment of these arrays.
+
+        Raises
+        ------
+        ValueError, TypeError
+            As the constructor.
+        """
         return cls((Psi, dPsi, d2Psi), None, y)
 
     @classmethod
@@ -753,26 +878,71 @@ class ScoreMoment(TensorOperator):
         return self._pass(KS.score_t3_slice_dot_acc, self._order3, Omega.shape, np.ravel(theta), Omega)
 
     def second_moment_dot(self, Omega):
-        """E[y S2] Omega (d, m), one pass (not part of the third-order protocol)."""
+        """The second cross-moment times a matrix, E[y S2] Omega, in one pass.
+
+        Not part of the third-order protocol.
+
+        Parameters
+        ----------
+        Omega : numpy.ndarray, shape (d, m)
+            float64 vectors to multiply, one per column.
+
+        Returns
+        -------
+        numpy.ndarray, shape (d, m)
+            E[y S2] Omega.
+        """
         return self._pass(KS.score_s2_dot_acc, (self.Psi, self.dPsi, self.y), Omega.shape, Omega)
 
     def uuu_samples(self, U):
-        """S3(x_i)(u_j, u_j, u_j) per sample, (n, m), without the labels; one pass."""
+        """The third score function of every sample along each u, in one pass.
+
+        Parameters
+        ----------
+        U : numpy.ndarray, shape (d, m)
+            float64 vectors u_j, one per column.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, m)
+            S3(x_i)(u_j, u_j, u_j), without the labels.
+        """
         shape = (self.y.shape[0], U.shape[1])
         return self._pass(KS.score_s3_uuu_samples, (self.Psi, self.dPsi, self.d2Psi), shape, U, mean=False)
 
     def s2_samples(self, U):
-        """S2(x_i)(u_j, u_j) per sample, (n, m), without the labels; one pass."""
+        """The second score function of every sample along each u, in one pass.
+
+        Parameters
+        ----------
+        U : numpy.ndarray, shape (d, m)
+            float64 vectors u_j, one per column.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, m)
+            S2(x_i)(u_j, u_j), without the labels.
+        """
         shape = (self.y.shape[0], U.shape[1])
         return self._pass(KS.score_s2_uu_samples, (self.Psi, self.dPsi), shape, U, mean=False)
 
     def project(self, W):
-        """M3(W, W, W), (k, k, k), exactly symmetric; one pass.
+        """The cross-moment projected on W, M3(W, W, W), in one pass.
 
-        packed sum of y z^(x)3 (z = W^T psi) minus the three placements of
-        W^T diag(C[:, c]) W (C = sum_i y_i psi'_i z_i^T) plus
+        The packed sum of y z^(x)3 (z = W^T psi) minus the three placements
+        of W^T diag(C[:, c]) W (C = sum_i y_i psi'_i z_i^T) plus
         sum_a r_a w_a^(x)3 (r = sum_i y_i psi''_i), each unordered index
         triple computed once.
+
+        Parameters
+        ----------
+        W : numpy.ndarray, shape (d, k)
+            float64 projection, one direction per column.
+
+        Returns
+        -------
+        numpy.ndarray, shape (k, k, k)
+            M3(W, W, W), exactly symmetric.
         """
         self.passes += 1
         W = np.ascontiguousarray(W, dtype=np.float64)

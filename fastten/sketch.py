@@ -12,7 +12,7 @@ Sketch
 Each of the B sketches has its own hash h: [d] -> [b] and signs
 s: [d] -> {+1, -1}, drawn once from the caller's Generator (uniformly and
 independently per coordinate). With the *same* hash for the three modes (the
-paper's symmetric setting), the sketch of T is
+paper's symmetric setting), the sketch of T is::
 
     S_T[t] = sum_{a,b,c} s_a s_b s_c T_abc [h_a + h_b + h_c = t mod b],
 
@@ -42,17 +42,17 @@ T(u, u, u) when one hash serves all three modes:
    (2/b for the power-of-two sizes). This biases every estimate by O(q)
    times a trace of T, which for a Gaussian-score moment M3 (whose Hermite
    term has trace -(d+2) m) is not small: 16% at b = 64 in the tests.
-   Adding r P1 P2 to the query and the constant -r (s.u)|u|^2 to every
+   Adding r P1 P2 to the query and the constant ``-r (s.u)|u|^2`` to every
    bucket, with r = q / (1 - q), cancels it exactly in expectation. Why:
    averaged over the signs, the query terms meeting T_aac are the u_l^2 u_c,
    which share its bucket with probability 1 if l = a and q otherwise; so
-   H3 + r P1 P2 contributes (1 + r) [(1 - q) u_a^2 u_c + q |u|^2 u_c], the
-   constant contributes -r |u|^2 u_c, and the sum is u_a^2 u_c. T_aaa works
+   H3 + r P1 P2 contributes ``(1 + r) [(1 - q) u_a^2 u_c + q |u|^2 u_c]``, the
+   constant contributes ``-r |u|^2 u_c``, and the sum is u_a^2 u_c. T_aaa works
    out the same way; entries with distinct indices only meet their own
    multiset. The tests check unbiasedness against dense tensors at b = 64
    and b = 63, and that each correction, left out, is detected.
 
-So, per sketch, with F = FFT(S_T), F0 = F[0] = sum_t S_T[t]:
+So, per sketch, with F = FFT(S_T), F0 = F[0] = sum_t S_T[t]::
 
     T(u,u,u)  ~ <S_T, IFFT(H3 + r P1 P2)> - r F0 (s.u) |u|^2
     T(I,u,u)_i ~ (1/3) d/du_i of the above
@@ -76,7 +76,7 @@ measured residual-versus-b curve on their synthetic setting (0.32 at the
 defaults, falling like b^-1/2): the sketched engine gives a rough answer,
 not an exact one. b may be any integer >= 8; powers of two give the fastest
 FFTs.
-The error of one estimate falls like ||T||_F |u|^2 / sqrt(b).
+The error of one estimate falls like ``||T||_F |u|^2 / sqrt(b)``.
 """
 
 import math
@@ -107,9 +107,33 @@ fastest among 8, 16, 64, 256 at b = 2**11, B = 20: the buffers stay in cache).""
 
 
 def draw_hashes(dim, b=DEFAULT_SIZE, B=DEFAULT_N_SKETCHES, random_state=None):
-    """Hashes (B, dim) int64, uniform in [0, b), and signs (B, dim) float64 in {-1, +1}.
+    """Draw the hashes and signs of B sketches.
 
-    Drawn from ``check_random_state(random_state)``: hashes first, then signs.
+    Drawn from one Generator (``random_state``): hashes first, then signs.
+
+    Parameters
+    ----------
+    dim : int
+        The tensor's dimension d, >= 1.
+    b : int, default DEFAULT_SIZE
+        The sketch length, >= 8.
+    B : int, default DEFAULT_N_SKETCHES
+        The number of sketches, >= 1.
+    random_state : None, int or numpy.random.Generator
+        The source of randomness.
+
+    Returns
+    -------
+    hashes : numpy.ndarray of int64, shape (B, dim)
+        Uniform in [0, b), independent across coordinates.
+    signs : numpy.ndarray of float64, shape (B, dim)
+        Entries in {-1, +1}.
+
+    Raises
+    ------
+    ValueError, TypeError
+        When a count is not an integer in its range, or as
+        ``random_state`` allows (None, an int or a Generator).
     """
     dim = check_int(dim, "dim", 1)
     b = check_int(b, "b", MIN_SIZE)
@@ -211,8 +235,34 @@ class TensorSketch(TensorOperator):
     exactly unbiased over the hash draw provided hashes are uniform on [0, b)
     and independent across coordinates (as :func:`draw_hashes` makes them).
 
-    Attributes: ``sketches`` (B, b), ``hashes`` (B, d), ``signs`` (B, d),
-    ``dim`` (d), ``size`` (b), ``n_sketches`` (B); all read-only arrays.
+    Parameters
+    ----------
+    sketches : array_like, shape (B, b)
+        The sketches in the time domain (see the module docstring), b >= 8.
+    hashes : array_like of int, shape (B, d)
+        Values in [0, b).
+    signs : array_like, shape (B, d)
+        Entries in {-1, +1}.
+
+    Attributes
+    ----------
+    sketches : numpy.ndarray, shape (B, b)
+        Read-only float64 copy of the sketches.
+    hashes : numpy.ndarray, shape (B, d)
+        Read-only int64 hashes.
+    signs : numpy.ndarray, shape (B, d)
+        Read-only float64 signs.
+    dim : int
+        d.
+    size : int
+        b.
+    n_sketches : int
+        B.
+
+    Raises
+    ------
+    ValueError, TypeError
+        When an argument has the wrong dtype, shape or values, naming it.
     """
 
     def __init__(self, sketches, hashes, signs):
@@ -269,8 +319,30 @@ class TensorSketch(TensorOperator):
     def from_dense(cls, T, b=None, B=None, random_state=None, *, like=None):
         """Sketch a dense symmetric (d, d, d) array: O(B d^3) time.
 
-        b, B default to :data:`DEFAULT_SIZE`, :data:`DEFAULT_N_SKETCHES`;
-        ``like`` reuses another sketch's hashes (then b, B, random_state stay None).
+        Parameters
+        ----------
+        T : array_like, shape (d, d, d)
+            A real symmetric tensor, checked as by
+            :class:`fastten.operators.DenseTensor`.
+        b : int, optional
+            Sketch length, >= 8; :data:`DEFAULT_SIZE` when None.
+        B : int, optional
+            Number of sketches; :data:`DEFAULT_N_SKETCHES` when None.
+        random_state : None, int or numpy.random.Generator
+            Draws the hashes.
+        like : TensorSketch, optional
+            Reuse this sketch's hashes and signs (then b, B and
+            random_state must be None or agree with it).
+
+        Returns
+        -------
+        TensorSketch
+            The sketch of T.
+
+        Raises
+        ------
+        ValueError, TypeError
+            A bad argument, naming it.
         """
         T = DenseTensor(T).T
         hashes, signs = _resolve_hashes(T.shape[0], b, B, random_state, like)
@@ -280,7 +352,34 @@ class TensorSketch(TensorOperator):
 
     @classmethod
     def from_components(cls, weights, vectors, b=None, B=None, random_state=None, *, like=None):
-        """Sketch sum_j weights_j v_j^(x)3 for the columns v_j of vectors (d, r): O(B r (d + b log b))."""
+        """Sketch sum_j weights_j v_j^(x)3: O(B r (d + b log b)) time.
+
+        Parameters
+        ----------
+        weights : array_like, shape (r,)
+            Component weights.
+        vectors : array_like, shape (d, r) or (d,)
+            The components v_j, one per column, or one vector.
+        b : int, optional
+            Sketch length, >= 8; :data:`DEFAULT_SIZE` when None.
+        B : int, optional
+            Number of sketches; :data:`DEFAULT_N_SKETCHES` when None.
+        random_state : None, int or numpy.random.Generator
+            Draws the hashes.
+        like : TensorSketch, optional
+            Reuse this sketch's hashes and signs (then b, B and
+            random_state must be None or agree with it).
+
+        Returns
+        -------
+        TensorSketch
+            The sketch of the components' tensor.
+
+        Raises
+        ------
+        ValueError, TypeError
+            A bad argument, naming it.
+        """
         weights, V = _check_components(weights, vectors)
         hashes, signs = _resolve_hashes(V.shape[0], b, B, random_state, like)
         size = cls._size_of(b, like)
@@ -300,6 +399,34 @@ class TensorSketch(TensorOperator):
         :mod:`scipy.fft`: each transform runs on one thread, so the result
         has the same bits for any value. Labels are used as given (centre
         them first to lower the variance).
+
+        Parameters
+        ----------
+        X : array_like, shape (n, d)
+            Standardised samples.
+        y : array_like, shape (n,)
+            Labels.
+        b : int, optional
+            Sketch length, >= 8; :data:`DEFAULT_SIZE` when None.
+        B : int, optional
+            Number of sketches; :data:`DEFAULT_N_SKETCHES` when None.
+        random_state : None, int or numpy.random.Generator
+            Draws the hashes.
+        like : TensorSketch, optional
+            Reuse this sketch's hashes and signs (then b, B and
+            random_state must be None or agree with it).
+        workers : int, default 1
+            Threads for :mod:`scipy.fft`.
+
+        Returns
+        -------
+        TensorSketch
+            The sketch of M3.
+
+        Raises
+        ------
+        ValueError, TypeError
+            A bad argument, naming it.
         """
         X = check_samples(X)
         n, d = X.shape
@@ -404,19 +531,70 @@ class TensorSketch(TensorOperator):
         return check_vectors(U, self.dim, np.float64, name)
 
     def iuu(self, U):
-        """Columns T(I, u_j, u_j), (d, m): median over the B sketches, entry by entry."""
+        """Estimate the columns T(I, u_j, u_j): median over the B sketches.
+
+        Parameters
+        ----------
+        U : array_like, shape (d, m) or (d,)
+            The vectors u_j, one per column, or one vector.
+
+        Returns
+        -------
+        numpy.ndarray, shape (d, m) or (d,)
+            The median estimate, entry by entry.
+
+        Raises
+        ------
+        ValueError, TypeError
+            When U is not a finite real array with d rows.
+        """
         U, single = self._vectors(U, "U")
         out = np.ascontiguousarray(np.median(self._bilinear_each(U, U), axis=0).T)
         return out[:, 0] if single else out
 
     def uuu(self, U):
-        """T(u_j, u_j, u_j), (m,): median over the B sketches."""
+        """Estimate T(u_j, u_j, u_j): median over the B sketches.
+
+        Parameters
+        ----------
+        U : array_like, shape (d, m) or (d,)
+            The vectors u_j, one per column, or one vector.
+
+        Returns
+        -------
+        numpy.ndarray, shape (m,), or a float
+            The median estimate; a float for one vector.
+
+        Raises
+        ------
+        ValueError, TypeError
+            When U is not a finite real array with d rows.
+        """
         U, single = self._vectors(U, "U")
         out = np.median(self._uuu_each(U), axis=0)
         return out[0] if single else out
 
     def slice_dot(self, theta, Omega):
-        """T(I, I, theta) Omega, (d, m): median over the B sketches, entry by entry."""
+        """Estimate T(I, I, theta) Omega: median over the B sketches.
+
+        Parameters
+        ----------
+        theta : array_like, shape (d,)
+            The direction of the slice.
+        Omega : array_like, shape (d, m) or (d,)
+            The vectors to multiply, one per column, or one vector.
+
+        Returns
+        -------
+        numpy.ndarray, shape (d, m) or (d,)
+            The median estimate, entry by entry.
+
+        Raises
+        ------
+        ValueError, TypeError
+            When an argument is not a finite real array with d rows, or
+            theta holds more than one vector.
+        """
         theta, _ = self._vectors(theta, "theta")
         if theta.shape[1] != 1:
             raise ValueError(f"theta: expected one vector of length {self.dim}, got shape {theta.shape}")
@@ -425,15 +603,52 @@ class TensorSketch(TensorOperator):
         return out[:, 0] if single else out
 
     def project(self, W):
-        """T(W, W, W), (k, k, k): median over the B sketches, entry by entry (exactly symmetric).
+        """Estimate T(W, W, W): median over the B sketches, entry by entry.
 
-        Costs k(k+1)/2 bilinear estimates (3 FFTs and 3 inverse FFTs each, per sketch).
+        Costs k(k+1)/2 bilinear estimates (3 FFTs and 3 inverse FFTs each,
+        per sketch).
+
+        Parameters
+        ----------
+        W : array_like, shape (d, k)
+            The projection, one direction per column.
+
+        Returns
+        -------
+        numpy.ndarray, shape (k, k, k)
+            The median estimate, exactly symmetric.
+
+        Raises
+        ------
+        ValueError, TypeError
+            When W is not a finite real array with d rows.
         """
         W, _ = self._vectors(W, "W")
         return np.median(self._project_each(W), axis=0)
 
     def deflated(self, weights, vectors):
-        """A new TensorSketch of T - sum_j weights_j v_j^(x)3 on the same hashes (exact on the sketch)."""
+        """Sketch T - sum_j weights_j v_j^(x)3 on the same hashes.
+
+        The subtraction is exact on the sketch (it is linear in T).
+
+        Parameters
+        ----------
+        weights : array_like, shape (r,)
+            Component weights.
+        vectors : array_like, shape (d, r) or (d,)
+            The components v_j, one per column, or one vector.
+
+        Returns
+        -------
+        TensorSketch
+            A new sketch; this one is left unchanged.
+
+        Raises
+        ------
+        ValueError, TypeError
+            When the components are not finite real arrays of matching
+            shapes.
+        """
         weights, V = _check_components(weights, vectors, self.dim)
         D = _components_sketch(weights, V, self.hashes, self.signs, self.size)
         return TensorSketch._trusted(self.sketches - D, self.hashes, self.signs)

@@ -23,3 +23,10 @@ def test_kernels_release_the_gil():
         dispatcher = getattr(K, name)
         if hasattr(dispatcher, "targetoptions"):
             assert dispatcher.targetoptions["nogil"], name
+
+
+def test_import_leaves_optional_dependencies_alone():
+    # fastten.plot imports Matplotlib only when a helper needs a figure.
+    code = "import sys, fastten, fastten.plot; print(sorted(m for m in ('matplotlib', 'sklearn', 'tqdm') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
