@@ -119,11 +119,15 @@ def _split_columns(M, indices):
 
 def _load_npy(path):
     try:
-        return np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except Exception as exc:  # numpy's parser raises many types for a foreign or truncated file
         raise DataError(f"{path}: not a readable .npy file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(arr, np.ndarray):  # np.load looks at the content, not the name
+        arr.close()
+        raise DataError(f"{path}: expected a .npy array, got an .npz archive (name it .npz)")
+    return arr
 
 
 def read_labels(path):

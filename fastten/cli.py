@@ -101,7 +101,19 @@ def _fit_summary(model, table, seconds, out):
     return lines
 
 
+def _check_output(path, option):
+    """Refuse an output path that cannot be written before any work is done."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CommandError(f"{option}: no such directory {folder!r} for {path}")
+    if os.path.isdir(path):
+        raise CommandError(f"{option}: expected a file name, got the directory {path}")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise CommandError(f"{option}: {path} is not writable")
+
+
 def _cmd_fit(args, out):
+    _check_output(args.output, "--output")
     table = _read_training_data(args)
     start = time.perf_counter()
     model = fit(table.X, table.y, args.n_hidden, activation=args.activation, task=args.task,
@@ -131,6 +143,8 @@ def _load_model(path):
 
 
 def _cmd_predict(args, out):
+    if args.output is not None:
+        _check_output(args.output, "--output")
     model = _load_model(args.model)
     table = read_data(args.data, label_columns=args.label_column or (), want_labels=False, x_key=args.x_key,
                       delimiter=args.delimiter, header=not args.no_header)
@@ -250,6 +264,8 @@ def _cmd_info(args, out):
 def _cmd_demo(args, out):
     from . import demo  # noqa: PLC0415 (scipy's assignment solver only when asked)
 
+    if args.output is not None:
+        _check_output(args.output, "--output")
     sizes = dict(QUICK_DEMO) if args.quick else {}
     for key in ("n_samples", "n_features", "n_hidden"):
         if getattr(args, key) is not None:
