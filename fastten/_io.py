@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DataError", "Table", "read_data", "read_labels", "write_table"]
+__all__ = ["DataError", "Table", "check_suffix", "read_data", "read_labels", "write_table"]
 
 SUFFIXES = (".npy", ".npz", ".csv", ".parquet")
 OUTPUT_SUFFIXES = (".npy", ".csv")
@@ -47,10 +47,12 @@ class Table:
     label_names: list = None
 
 
-def _suffix(path, allowed, what):
+def check_suffix(path, allowed, what):
+    """The file's suffix, lower case, if it is one of allowed."""
     suffix = os.path.splitext(str(path))[1].lower()
     if suffix not in allowed:
-        raise DataError(f"{path}: expected a {what} file ending in {', '.join(allowed)}, got suffix {suffix or 'none'!r}")
+        raise DataError(f"{path}: expected a {what} file ending in {', '.join(allowed)}, "
+                        f"got suffix {suffix or 'none'!r}")
     return suffix
 
 
@@ -132,7 +134,7 @@ def _load_npy(path):
 
 def read_labels(path):
     """Labels from a ``.npy`` file: (n,) or (n, m)."""
-    _suffix(path, (".npy",), "labels")
+    check_suffix(path, (".npy",), "labels")
     y = _load_npy(path)
     if y.ndim not in (1, 2) or y.shape[0] < 1:
         raise DataError(f"{path}: expected labels of shape (n,) or (n, m), got shape {y.shape}")
@@ -342,7 +344,7 @@ def read_data(path, *, label_columns=(), want_labels=True, numeric_labels=True, 
     Returns a ``Table``. Raises ``DataError`` naming the file, and
     ``OSError`` when it cannot be opened.
     """
-    suffix = _suffix(path, SUFFIXES, "data")
+    suffix = check_suffix(path, SUFFIXES, "data")
     if not os.path.exists(path):
         raise FileNotFoundError(2, "No such file or directory", str(path))
     if suffix == ".npy":
@@ -369,7 +371,7 @@ def write_table(values, names, stream=None, path=None):
     as CSV to ``stream`` when path is None."""
     values = np.asarray(values)
     if path is not None:
-        suffix = _suffix(path, OUTPUT_SUFFIXES, "predictions")
+        suffix = check_suffix(path, OUTPUT_SUFFIXES, "predictions")
         if suffix == ".npy":
             with open(path, "wb") as fh:  # a file object: numpy adds no suffix
                 np.save(fh, values, allow_pickle=False)

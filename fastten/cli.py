@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 
 from . import __version__
-from ._io import DataError, read_data, read_labels, write_table
+from ._io import OUTPUT_SUFFIXES, DataError, check_suffix, read_data, read_labels, write_table
 from .activations import ACTIVATIONS
 from .decomposition import METHODS
 from .network import FORMAT, TwoLayerNet
@@ -145,6 +145,7 @@ def _load_model(path):
 def _cmd_predict(args, out):
     if args.output is not None:
         _check_output(args.output, "--output")
+        check_suffix(args.output, OUTPUT_SUFFIXES, "predictions")
     model = _load_model(args.model)
     table = read_data(args.data, label_columns=args.label_column or (), want_labels=False, x_key=args.x_key,
                       delimiter=args.delimiter, header=not args.no_header)

@@ -4,6 +4,7 @@ hypothesis over garbage files and argument lists."""
 
 import contextlib
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -147,6 +148,15 @@ def test_fit_parquet(data, capsys):
                        "--random-state", 0)
     assert code == 0, err
     np.testing.assert_array_equal(TwoLayerNet.load(out_path).A1, TwoLayerNet.load(data["model"]).A1)
+
+    frame.loc[7, "x1"] = np.nan
+    frame.to_parquet(path)
+    code, _, err = run(capsys, "fit", path, "--label-column", "target", "-k", K, "-o", out_path)
+    assert_one_line_error(code, err, "column 'x1', row 7", "finite")
+    frame["x1"] = "text"
+    frame.to_parquet(path)
+    code, _, err = run(capsys, "fit", path, "--label-column", "target", "-k", K, "-o", out_path)
+    assert_one_line_error(code, err, "column 'x1'", "expected numbers")
 
 
 def test_fit_warnings_one_line_each(data, capsys):
@@ -392,15 +402,8 @@ def test_fit_unwritable_output(data, capsys):
 
 
 def test_parquet_without_its_engine_says_so(data, capsys):
-    try:
-        import pandas  # noqa: F401
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            import fastparquet  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    engine = importlib.util.find_spec("pyarrow") or importlib.util.find_spec("fastparquet")
+    if importlib.util.find_spec("pandas") and engine:
         pytest.skip("pandas and a parquet engine are installed")
     path = data["root"] / "d.parquet"
     path.write_bytes(b"PAR1")
