@@ -77,7 +77,7 @@ def _read_training_data(args):
                      y_key=args.y_key, delimiter=args.delimiter, header=not args.no_header)
 
 
-def _fit_summary(model, table, seconds, out):
+def _fit_summary(model, table, seconds, path):
     dg = model.diagnostics
     n, d = table.X.shape
     k = model.A1.shape[1]
@@ -97,7 +97,7 @@ def _fit_summary(model, table, seconds, out):
                  f"{dg.get('second_order_directions', 0)} second-order; the moments support "
                  f"{dg.get('suggested_n_hidden')} unit(s)")
     lines.append(f"refinement: {dg.get('refinement_iterations', 0)} Levenberg-Marquardt iteration(s)")
-    lines.append(f"wrote {out}")
+    lines.append(f"wrote {path}")
     return lines
 
 
@@ -138,7 +138,7 @@ def _load_model(path):
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except Exception as exc:  # a foreign, truncated or corrupted file: numpy, zipfile, json raise many types
-        raise CommandError(f"{path}: not a readable fastten model file ({type(exc).__name__}: "
+        raise CommandError(f"{path}: cannot read it as a fastten model ({type(exc).__name__}: "
                            f"{_one_line(exc)})") from None
 
 

@@ -422,6 +422,20 @@ def test_bad_model_files_one_line(data, bad, capsys, name, command):
     assert out == ""
 
 
+def test_user_activation_model_is_refused_in_one_line(data, capsys):
+    """A network with a user activation needs its Activation object, which
+    the command line cannot supply."""
+    from fastten.activations import Activation, derivative
+
+    path = data["root"] / "user.npz"
+    mine = Activation("scaled_tanh", lambda t, order: 2.0 * derivative("tanh", t, order))
+    TwoLayerNet(np.ones((D, 1)), np.zeros(1), np.ones(1), 0.0, mine).save(path)
+    for argv in (["info", path], ["predict", path, data["X.npy"]]):
+        code, out, err = run(capsys, *argv)
+        assert_one_line_error(code, err, "user.npz", "scaled_tanh")
+        assert out == ""
+
+
 def test_predict_bad_inputs(data, bad, capsys):
     code, _, err = run(capsys, "predict", data["model"], data["npy"])  # the label column left in
     assert_one_line_error(code, err, f"expected {D} features", f"got {D + 1}")
