@@ -190,8 +190,20 @@ def read_csv_output(text):
     return rows[0], rows[1:]
 
 
-def test_predict_stdout_round_trips_exactly(data, capsys):
-    code, out, err = run(capsys, "predict", data["model"], data["X.npy"])
+def test_fit_headerless_csv_with_another_delimiter(data, capsys):
+    path = data["root"] / "plain.csv"
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh, delimiter=";").writerows(row + [t] for row, t in zip(data["X"].tolist(), data["y"].tolist()))
+    out_path = data["root"] / "plain-model.npz"
+    code, _, err = run(capsys, "fit", path, "--no-header", "--delimiter", ";", "--label-column", str(D), "-k", K,
+                       "-o", out_path, "--random-state", 0)
+    assert code == 0, err
+    np.testing.assert_array_equal(TwoLayerNet.load(out_path).A1, TwoLayerNet.load(data["model"]).A1)
+
+
+@pytest.mark.parametrize("source", ["X.npy", "npz"])
+def test_predict_stdout_round_trips_exactly(data, capsys, source):
+    code, out, err = run(capsys, "predict", data["model"], data[source])
     assert code == 0, err
     header, rows = read_csv_output(out)
     assert header == ["prediction"]
