@@ -87,6 +87,11 @@ SCORE_ROWS = 20_000
 # Training MSE / Var(y) below which a fit is exact and its residual is not
 # examined for structure.
 EXACT_FIT = 1e-10
+# The tensor stage's moments from a float32 copy of the whitened inputs:
+# the directions' CPU time at d=50, k=10, n=1e5 fell from 3.42 to 2.43 s
+# (minimum of 6 interleaved runs on a loaded machine; medians 5.6 and 3.3 s)
+# with the same worst |cos| to four decimals.
+TENSOR_FLOAT32 = True
 
 
 def _plain(value):
@@ -575,6 +580,14 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows):
     def residual(Xsb, Ysb):
         return np.ascontiguousarray((Ysb - centre) @ theta_hat - Xsb @ w)
 
+    def moment_rows(Xsb, rb):
+        # The tensor stage's moments in float32 (sums across blocks stay
+        # float64): their rounding, about 1e-7, is far below their sampling
+        # error, and the passes cost less (TENSOR_FLOAT32).
+        if TENSOR_FLOAT32:
+            return np.ascontiguousarray(Xsb, dtype=np.float32), rb.astype(np.float32)
+        return Xsb, rb
+
     Z = None
     if source is None:
         if standard:
@@ -587,10 +600,13 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows):
         r_t = residual(Xs, Ys)
         counter.count("tensor")
         rows = ArraySource(Xs, Ys, block_rows)
-        op = DataMoment.from_source(ArraySource(Xs, r_t, block_rows), r, counter, y=r_t) if opts.gaussian else None
+        op = None
+        if opts.gaussian:
+            X_t, r_t32 = moment_rows(Xs, r_t)
+            op = DataMoment.from_source(ArraySource(X_t, r_t32, block_rows), r, counter, y=r_t32)
     else:
         rows = Mapped(source, standardised)
-        op = DataMoment.from_source(Mapped(source, lambda Xb, Yb: (lambda a, b: (a, residual(a, b)))(
+        op = DataMoment.from_source(Mapped(source, lambda Xb, Yb: (lambda a, b: moment_rows(a, residual(a, b)))(
             *standardised(Xb, Yb))), r, counter)
         # The stages that need rows rather than sums (the units' scales and
         # biases, the refinement, the final checks) run on rows gathered in
