@@ -288,24 +288,24 @@ class _BlockPreconditioner:
         for j in range(k):
             A = self.units[j].copy()
             A[np.diag_indices(d + 1)] += np.append(DA[:, j], Db1[j])
-            unit_factors.append(scipy.linalg.cho_factor(A))
+            unit_factors.append(_spd_solver(A))
         out_factors = []
         for c, block in enumerate(self.out):  # one block shared by every output for least squares
             out = block.copy()
             out[np.diag_indices(k + 1)] += np.append(DA2[:, c], Db2[c])
-            out_factors.append(scipy.linalg.cho_factor(out))
+            out_factors.append(_spd_solver(out))
 
         def solve(v):
             VA, vb1, VA2, vb2 = net.unpack(v)
             XA, xb1 = np.empty_like(VA), np.empty_like(vb1)
             for j in range(k):
-                z = scipy.linalg.cho_solve(unit_factors[j], np.append(VA[:, j], vb1[j]))
+                z = unit_factors[j](np.append(VA[:, j], vb1[j]))
                 XA[:, j], xb1[j] = z[:d], z[d]
             rhs = np.vstack([VA2, vb2[None, :]])
             if len(out_factors) == 1:
-                Z = scipy.linalg.cho_solve(out_factors[0], rhs)
+                Z = out_factors[0](rhs)
             else:
-                Z = np.column_stack([scipy.linalg.cho_solve(f, rhs[:, c]) for c, f in enumerate(out_factors)])
+                Z = np.column_stack([f(rhs[:, c]) for c, f in enumerate(out_factors)])
             return net.pack(XA, xb1, Z[:k], Z[k])
 
         return solve

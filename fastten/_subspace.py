@@ -125,7 +125,8 @@ def _third_moment_range(op, width, steps, exclude, rng):
     where it had been lowest."""
     d = op.dim
     probes = rng.standard_normal((d, width))
-    probes -= exclude @ (exclude.T @ probes)
+    if exclude.shape[1] < d:  # else nothing is off them (k >= d): probe anywhere
+        probes -= exclude @ (exclude.T @ probes)
     U = None
     for _ in range(steps + 1):
         if U is not None:

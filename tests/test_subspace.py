@@ -83,6 +83,25 @@ def test_planted_span_is_captured_and_supported():
     assert hits == 4
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("d", [2, 3])
+def test_as_many_units_as_dimensions_gives_a_finite_subspace(d):
+    # k >= d: the second moment's top directions span all of R^d, so no
+    # probe is left off them; probing off them anyway divided 0 by 0 on
+    # seeds 0, 2 and 6 of these at d=2 and 15 at d=3 (found by the
+    # scikit-learn wrappers on two-feature data).
+    net = make_planted_network(20_000, d, 2, random_state=0)
+    X = _standard(net.X)
+    op = DataMoment(X, linear_residual(X, net.y))
+    for seed in range(20):
+        sub = signal_subspace(op, d, np.random.default_rng(seed))
+        assert np.all(np.isfinite(sub.basis)) and np.all(np.isfinite(sub.singular_values)), seed
+        np.testing.assert_allclose(sub.basis.T @ sub.basis, np.eye(d), atol=1e-12)
+        # Two planted units: the moments see both (measured on every seed
+        # before the change too; the edge is near 1.5 noise units).
+        assert sub.supported == 2, seed
+
+
 def test_relu_units_from_exact_moments():
     from scipy.stats import norm
 
