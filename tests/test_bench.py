@@ -304,7 +304,7 @@ def _fits(method, width, scores, dataset="toy", task="classification"):
 
 
 def test_real_records_a_refusal_or_a_failure_instead_of_raising():
-    pytest.importorskip("sklearn", reason="scikit-learn is not installed (the bench extra)")
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed (the test and bench extras have it)")
     X, y = np.arange(12.0).reshape(6, 2), np.array([0, 1, 0, 1, 0, 1])
     refused = real.fit_and_score(_Refuses(), "classification", X, y, X, y)
     assert refused["status"] == "refused" and refused["score"] is None
@@ -359,7 +359,7 @@ def test_real_rejects_an_unknown_data_set_with_usage():
 
 
 def test_real_smoke_run_prints_the_table_and_writes_the_json(tmp_path):
-    pytest.importorskip("sklearn", reason="scikit-learn is not installed (the bench extra)")
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed (the test and bench extras have it)")
     import json
 
     path = tmp_path / "real.jsonl"
@@ -384,7 +384,7 @@ def test_real_smoke_run_prints_the_table_and_writes_the_json(tmp_path):
 
 
 def test_real_alpha_grid_refits_with_the_alpha_that_scores_best_on_the_inner_split(monkeypatch):
-    pytest.importorskip("sklearn", reason="scikit-learn is not installed (the bench extra)")
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed (the test and bench extras have it)")
     def model(method, task, width, settings, alpha, seed):
         return _Constant(1 if alpha == 1e-2 else 0)  # only alpha=1e-2 predicts the majority label
 
