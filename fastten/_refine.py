@@ -429,6 +429,15 @@ STRUCTURED_MAX_COST = 100.0
 # for max_iter steps of rejected trials (a d=1000 fit spent 250 of its 580
 # s there).
 LOSS_FLOOR = 1e-26
+# The structured preconditioner's dense block is built on
+# PRECONDITION_BALANCE n d k / q^2 rows (at least 2048, at most 32 q): its
+# build, O(rows q^2), then costs about two Gauss-Newton products, O(n d k)
+# each. 32 q rows everywhere built it on 14112 rows at d=100, k=20 (19% of
+# the fit's CPU time); balanced, CG needs about twice the iterations but
+# the fits took 12% less CPU time at d=100, k=20, n=2e5 (5.4-6.1 s against
+# 6.5-6.7 s) and at d=50, k=10, n=1e5 (1.0-1.6 s against 1.2-2.2 s), seeds
+# 0-2, equally exact.
+PRECONDITION_BALANCE = 4.0
 # Steps overshooting the per-unit trust region by at most 1 / MIN_STEP_SCALE
 # are cut back to it rather than rejected (refine).
 MIN_STEP_SCALE = 0.5
@@ -465,7 +474,7 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
     otherwise: few rows and many parameters; the Gauss-Newton
     matrix of standard Gaussian inputs, O(d k^2 + k^4) per application
     whatever n, its small dense block from ``n_precondition`` rows, None:
-    max(2048, 32 q);
+    ``_structured_rows``;
     _StructuredPreconditioner), "full" (J^T J on ``n_precondition`` rows,
     None: 2048, O(rows p^2 + p^3) per rebuild), "block" (its diagonal
     blocks) or
@@ -522,7 +531,7 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
         # 10 steps 0.8 s against 66 s, the same test accuracy); on the
         # planted problems the structured one wins (STRUCTURED_MAX_COST).
         q = k * k + k + k * m + m
-        ratio = min(n, max(2048, 32 * q)) * q * q / (n * d * k)
+        ratio = min(n, _structured_rows(n, d, k, q)) * q * q / (n * d * k)
         preconditioner = "structured" if ratio <= STRUCTURED_MAX_COST else "block"
     if preconditioner not in PRECONDITIONERS:
         raise ValueError(f"preconditioner: expected one of {('auto', 'empirical') + tuple(PRECONDITIONERS)}, "
@@ -536,9 +545,9 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
         # The structured matrix's dense block has q = k^2 + k + k m + m
         # parameters; its sampling error sqrt(q / rows) is what CG corrects
         # (d=100, k=20, n=2e5 from 0.3 away: 11, 5.9 and 5.0 CG iterations
-        # per step on 2048, 8192 and 32 q = 14112 rows, for a build that costs
-        # about one Gauss-Newton product on all rows).
-        n_precondition = max(2048, 32 * (k * k + k + k * m + m)) if preconditioner == "structured" else 2048
+        # per step on 2048, 8192 and 32 q = 14112 rows); PRECONDITION_BALANCE
+        # weighs that against the cost of the build.
+        n_precondition = _structured_rows(n, d, k, k * k + k + k * m + m) if preconditioner == "structured" else 2048
     rows = np.sort(rng.choice(n, size=min(n, n_precondition), replace=False))
     preconditioner = PRECONDITIONERS[preconditioner]
     # The CG products need only CG's accuracy: in float32 (a copy of X)
@@ -617,6 +626,11 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
             converged = mu > 1e12  # no decrease possible from here
     A1, b1, A2, b2 = (p.copy() for p in net.unpack(state.theta))
     return RefineResult(A1, b1, A2, b2, losses, it, n_cg, passes, n_gram, converged, loss)
+
+
+def _structured_rows(n, d, k, q):
+    """Rows of the structured preconditioner's dense block (PRECONDITION_BALANCE)."""
+    return max(2048, min(32 * q, int(PRECONDITION_BALANCE * n * d * k / q ** 2)))
 
 
 def _step_scale(delta, theta, net, max_step):
