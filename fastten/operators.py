@@ -233,10 +233,37 @@ class DataMoment(TensorOperator):
 
     @classmethod
     def from_source(cls, source, dim, counter=None, stage="tensor", y=None):
-        """The moment of the rows of ``source`` (``fastten._sources``: blocks
-        of standardised rows and 1-D labels), passes counted in ``counter``
-        (a ``PassCounter``) under ``stage``. ``X`` is not available; ``y``
-        is gathered in one pass when first asked for, unless given."""
+        """The moment of rows read from a stream of blocks (the fit's out-of-core route).
+
+        Nothing is read here. The blocks are trusted: each is expected
+        checked already (C-contiguous float32 or float64 rows, finite, with
+        finite 1-D labels in the dtype of the rows). The operator has no
+        ``X``; its ``y`` is gathered in one pass when first asked for,
+        unless given.
+
+        Parameters
+        ----------
+        source : object
+            A source of :mod:`fastten._sources`, or any object whose
+            ``blocks()`` returns a fresh iterable of (X_block, y_block) pairs
+            over the same rows on every call: standardised rows and their
+            labels.
+        dim : int
+            The number of features d of the rows.
+        counter : PassCounter, optional
+            Where each pass is also counted, under ``stage``; a new counter
+            when None. ``passes`` counts this operator's own passes either
+            way.
+        stage : str, default "tensor"
+            The stage the passes are counted under in ``counter``.
+        y : numpy.ndarray, shape (n,), optional
+            The labels of all the rows, in order, if the caller has them.
+
+        Returns
+        -------
+        DataMoment
+            The operator; contractions read ``source`` once each.
+        """
         op = cls.__new__(cls)
         op._start(source, dim, y, counter, stage)
         return op
@@ -249,10 +276,17 @@ class DataMoment(TensorOperator):
 
     @property
     def passes(self):
+        """int: the passes over the data this operator has made so far."""
         return self._counted
 
     @property
     def y(self):
+        """numpy.ndarray, shape (n,): the labels of every row, in order.
+
+        Given, or held since construction from arrays; for an operator made
+        by :meth:`from_source` without ``y``, gathered in one (counted) pass
+        on first access and kept.
+        """
         if self._y is None:
             self._y = np.concatenate([y for _, y in self._blocks()])
         return self._y
@@ -296,7 +330,21 @@ class DataMoment(TensorOperator):
         return self._pass(A.ProjectedMoment(W, 3, check=False))
 
     def fourth_projected(self, W):
-        """E[y S4](W, W, W, W), (k, k, k, k); one pass."""
+        """The fourth cross-moment projected on W, E[y S4](W, W, W, W), in one pass.
+
+        Not part of the third-order protocol; the fit's joint decomposition
+        uses it for units the third moment does not see.
+
+        Parameters
+        ----------
+        W : numpy.ndarray, shape (d, k)
+            float64 projection, one direction per column.
+
+        Returns
+        -------
+        numpy.ndarray, shape (k, k, k, k)
+            E[y S4](W, W, W, W), symmetric.
+        """
         return self._pass(A.ProjectedMoment(W, 4, check=False))
 
     def _per_sample(self, U, fn):
