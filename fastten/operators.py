@@ -22,9 +22,9 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from . import accumulate as A
-from ._sources import ArraySource
+from ._sources import ArraySource, each_block, run_pass
 from ._validation import check_labels, check_samples
-from .accumulate import Pass, PassCounter
+from .accumulate import PassCounter
 
 __all__ = ["TensorOperator", "DenseTensor", "DataMoment", "Deflated", "as_operator"]
 
@@ -244,10 +244,13 @@ class DataMoment(TensorOperator):
         Parameters
         ----------
         source : object
-            A source of :mod:`fastten._sources`, or any object whose
-            ``blocks()`` returns a fresh iterable of (X_block, y_block) pairs
-            over the same rows on every call: standardised rows and their
-            labels.
+            A source of :mod:`fastten._sources` or :mod:`fastten._dask`, or
+            any object whose ``blocks()`` returns a fresh iterable of
+            (X_block, y_block) pairs over the same rows on every call:
+            standardised rows and their labels. A source whose
+            ``distributed`` attribute is true is read through its
+            ``reduce``, ``collect`` and ``gather`` methods instead (one task
+            per chunk, on the Dask scheduler).
         dim : int
             The number of features d of the rows.
         counter : PassCounter, optional
@@ -288,16 +291,17 @@ class DataMoment(TensorOperator):
         on first access and kept.
         """
         if self._y is None:
-            self._y = np.concatenate([y for _, y in self._blocks()])
+            self._count()
+            self._y = np.concatenate(each_block(self.source, lambda X, y: y))
         return self._y
 
-    def _blocks(self):
+    def _count(self):
         self._counted += 1
         self.counter.count(self.stage)
-        return self.source.blocks()
 
     def _pass(self, acc):
-        return Pass().run(self._blocks(), acc, check=False).result()
+        self._count()
+        return run_pass(self.source, acc).result()
 
     def iuu(self, U):
         return self._pass(A.ThirdMomentIUU(U, check=False))
@@ -350,7 +354,8 @@ class DataMoment(TensorOperator):
     def _per_sample(self, U, fn):
         U = np.asarray(U)
         norms = np.einsum("aj,aj->j", U, U)
-        return np.concatenate([fn(X @ U, norms) for X, _ in self._blocks()])
+        self._count()
+        return np.concatenate(each_block(self.source, lambda X, _: fn(X @ U, norms)))
 
     def s2_samples(self, U):
         """The second score function of every sample along each u, in one pass.
