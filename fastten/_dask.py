@@ -14,7 +14,7 @@ cluster when a ``Client`` exists. The fastten kernels are serial and release
 the GIL, so worker threads run them side by side.
 
 Dask is imported here only when a source is built, and this module is
-imported by ``fit`` without importing Dask: ``dask_source`` recognises a
+imported by ``fit`` without importing Dask: ``is_dask_array`` recognises a
 dask array only when ``dask.array`` has already been imported (as it must
 have been, for the caller to hold one).
 """
