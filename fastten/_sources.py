@@ -24,7 +24,7 @@ import mmap
 
 import numpy as np
 
-from .accumulate import check_block
+from .accumulate import Pass, check_block
 
 logger = logging.getLogger("fastten")
 
@@ -151,7 +151,9 @@ class ChunkSource(_Checked):
 
 
 class Mapped:
-    """``fn(X_block, Y_block)`` of each block of ``source``."""
+    """``fn(X_block, Y_block)`` of each block of ``source``. Over a
+    distributed source (``fastten._dask``), the map runs with each chunk's
+    task, on the workers."""
 
     def __init__(self, source, fn):
         self.source, self.fn = source, fn
@@ -160,14 +162,63 @@ class Mapped:
     def n(self):
         return self.source.n
 
+    @property
+    def distributed(self):
+        return getattr(self.source, "distributed", False)
+
     def blocks(self):
         for X, Y in self.source.blocks():
             yield self.fn(X, Y)
+
+    def reduce(self, accumulators, fn=None):
+        return self.source.reduce(accumulators, _Then(self.fn, fn))
+
+    def collect(self, per_chunk, fn=None):
+        return self.source.collect(per_chunk, _Then(self.fn, fn))
+
+    def gather(self, rows, fn=None):
+        return self.source.gather(rows, _Then(self.fn, fn))
+
+
+class _Then:
+    """``g(*f(X, Y))``, or ``f(X, Y)`` when g is None: row maps composed (a
+    module-level class, so it pickles to worker processes)."""
+
+    def __init__(self, f, g=None):
+        self.f, self.g = f, g
+
+    def __call__(self, X, Y):
+        X, Y = self.f(X, Y)
+        return (X, Y) if self.g is None else self.g(X, Y)
+
+
+def run_pass(source, *accumulators, counter=None, stage="pass"):
+    """One pass of ``source`` feeding the accumulators, counted in
+    ``counter`` under ``stage``: ``Pass.run`` over its blocks (checked by
+    the source), or over a distributed source a tree reduction of
+    accumulators over its chunks. Returns the accumulator, or a tuple of
+    them, as ``Pass.run``."""
+    if not getattr(source, "distributed", False):
+        return Pass(counter, stage).run(source.blocks(), *accumulators, check=False)
+    out = source.reduce(accumulators)
+    if counter is not None:
+        counter.count(stage)
+    return out if len(out) != 1 else out[0]
+
+
+def each_block(source, per_block):
+    """``per_block(X_block, Y_block)`` of every block, in order, in one pass
+    (a list; over a distributed source each runs with its chunk's task)."""
+    if getattr(source, "distributed", False):
+        return source.collect(per_block)
+    return [per_block(X, Y) for X, Y in source.blocks()]
 
 
 def gather(source, rows):
     """The blocks' rows at the sorted indices ``rows`` (or all rows, None),
     concatenated, in one pass: (X, Y)."""
+    if getattr(source, "distributed", False):
+        return source.gather(rows)
     Xs, Ys, start = [], [], 0
     for X, Y in source.blocks():
         stop = start + X.shape[0]

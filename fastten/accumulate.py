@@ -22,22 +22,23 @@ width or floating dtype than the first is refused. ``Pass`` feeds a stream of
 blocks to several accumulators at once, one read per block, and counts the
 passes (``PassCounter``): the one place the fit counts them.
 
-Accumulators here:
+Accumulators here (the moments are those of the Gaussian score functions
+S_m, for standardised rows):
 
-``Covariance``           mean and covariance of the rows (and of labels and the
-                         labels' cross-covariance with the rows): the
-                         standardisation and the control variate's regression
-``LeastSquares``         least squares of labels on [1, x] (centred normal
-                         equations)
-``FirstMoment``          (1/n) sum y x
-``SecondMomentDot``      E[y S2] Omega               (the Gaussian scores)
-``ThirdMomentIUU``       E[y S3](I, u_j, u_j)
-``ThirdMomentUUU``       E[y S3](u_j, u_j, u_j)
-``ThirdMomentSliceDot``  E[y S3](I, I, theta) Omega
-``FourthMomentIUUU``     E[y S4](I, u_j, u_j, u_j)
-``ProjectedMoment``      E[y S_m](W, ..., W) for m = 3, 4, dense (k,)*m
-``NormalEquations``      ridge regression of labels on [features, 1]
-``OutputLayer``          the same for the features sigma(X A1 + b1) of a network
+- ``Covariance``: mean and covariance of the rows (and of labels, and the
+  labels' cross-covariance with the rows): the standardisation and the
+  control variate's regression.
+- ``LeastSquares``: least squares of labels on [1, x] (centred normal
+  equations).
+- ``FirstMoment``: (1/n) sum_i y_i x_i.
+- ``SecondMomentDot``: E[y S2] Omega.
+- ``ThirdMomentIUU``: E[y S3](I, u_j, u_j).
+- ``ThirdMomentUUU``: E[y S3](u_j, u_j, u_j).
+- ``ThirdMomentSliceDot``: E[y S3](I, I, theta) Omega.
+- ``FourthMomentIUUU``: E[y S4](I, u_j, u_j, u_j).
+- ``ProjectedMoment``: E[y S_m](W, ..., W) for m = 3 or 4, dense (k,)*m.
+- ``NormalEquations``: ridge regression of labels on [features, 1].
+- ``OutputLayer``: the same for the features sigma(X A1 + b1) of a network.
 """
 
 import math
@@ -67,12 +68,48 @@ def _finite(arr, what):
 
 
 def check_block(X, y, index, *, width=None, dtype=None, labels="optional", label_width=None):
-    """(X, y) of one block, checked: X a 2-D real array of ``width`` columns
-    (any width when None) and floating ``dtype`` (float32 or float64; other
-    real dtypes become float64 when None), finite; y None, or finite labels,
-    one per row, 1-D or 2-D (``labels``: "optional", "required", "none",
-    "vector": required and 1-D), of ``label_width`` columns when given.
-    Errors name the block by ``index``."""
+    """Check one block of rows and its labels, as every accumulator does.
+
+    Parameters
+    ----------
+    X : array_like, shape (rows, d)
+        The block's samples: a real (not boolean) numeric array, finite.
+    y : array_like, shape (rows,) or (rows, m), or None
+        The block's labels, finite, one per row; None for no labels.
+    index : int
+        The block's index in its stream; errors name the block by it.
+    width : int, optional
+        The number of columns X must have (the width of the first block);
+        any width when None.
+    dtype : numpy.dtype, optional
+        The floating dtype X must have (float32 or float64: the dtype of
+        the first block). When None, float32 and float64 stay as they are
+        and other real dtypes become float64.
+    labels : {"optional", "required", "none", "vector"}, default "optional"
+        Whether labels may be given, must be given, must not be given, or
+        must be given as a 1-D array.
+    label_width : int, optional
+        The number of label columns y must have (1 for a 1-D y) when given.
+
+    Returns
+    -------
+    X : numpy.ndarray, shape (rows, d)
+        The samples, C-contiguous float32 or float64.
+    y : numpy.ndarray or None
+        The labels, C-contiguous: in the dtype of X for ``labels="vector"``,
+        float64 otherwise; None when no labels were given.
+
+    Raises
+    ------
+    TypeError
+        When X or y is not a real numeric array, or X has another dtype than
+        ``dtype``.
+    ValueError
+        When X is not 2-D or not ``width`` wide, y has not one entry per row
+        or not ``label_width`` columns, labels are missing or not allowed,
+        or X or y holds NaN or infinite values (the message gives their count
+        and the first row, within the block).
+    """
     what = f"block {index}"
     arr = np.asarray(X)
     if arr.dtype.kind not in "iuf" or arr.dtype.kind == "b":
@@ -109,8 +146,35 @@ def check_block(X, y, index, *, width=None, dtype=None, labels="optional", label
 
 
 class Accumulator:
-    """Base class. ``n``: the rows seen; ``blocks``: the blocks seen
-    (an ``update`` adds one, a ``merge`` adds the other's)."""
+    """Base class of the accumulators: a statistic summed over blocks of rows.
+
+    A subclass fixes what is summed; this class checks the blocks, counts the
+    rows and blocks, merges accumulators and guards ``result``. The first
+    non-empty block fixes the width (unless given here), the floating dtype
+    and the number of label columns of every later block.
+
+    Parameters
+    ----------
+    width : int, optional
+        The number of features each block must have; taken from the first
+        block when None.
+
+    Attributes
+    ----------
+    n : int
+        The rows seen.
+    blocks : int
+        The non-empty blocks seen: an ``update`` adds one, a ``merge`` adds
+        the other accumulator's.
+    width : int or None
+        The number of features of the blocks (None before the first block,
+        unless given).
+    dtype : numpy.dtype or None
+        The floating dtype of the blocks (None before the first block).
+    label_width : int or None
+        The number of label columns (None before labelled blocks, or when the
+        blocks carry no labels).
+    """
 
     _labels = "optional"
 
@@ -122,7 +186,29 @@ class Accumulator:
         self.label_width = None
 
     def update(self, X_block, y_block=None):
-        """Add a block of rows (checked); returns self."""
+        """Add a block of rows, checked by :func:`check_block`.
+
+        Parameters
+        ----------
+        X_block : array_like, shape (rows, d)
+            Samples, one per row; a block of no rows adds nothing.
+        y_block : array_like, shape (rows,) or (rows, m), optional
+            Labels, one per row: optional for :class:`Covariance`, required
+            by the other accumulators (1-D for the moments). Either every
+            block has labels or none has.
+
+        Returns
+        -------
+        Accumulator
+            This accumulator, updated.
+
+        Raises
+        ------
+        ValueError, TypeError
+            When the block fails :func:`check_block` (naming the block by
+            its index: the number of non-empty blocks before it), or has
+            labels where earlier blocks had none or the reverse.
+        """
         X, y = check_block(X_block, y_block, self.blocks, width=self.width, dtype=self.dtype, labels=self._labels,
                            label_width=self.label_width)
         if self.n and (y is None) != (self.label_width is None):
@@ -148,8 +234,31 @@ class Accumulator:
         return self
 
     def merge(self, other):
-        """Add the rows another accumulator of the same kind and configuration
-        has seen; returns self."""
+        """Add the rows another accumulator has seen, in place.
+
+        The result is that of one accumulator fed both accumulators' rows, up
+        to rounding. ``other`` is not changed (nor shared: its arrays are
+        copied when this accumulator has seen no rows).
+
+        Parameters
+        ----------
+        other : Accumulator
+            An accumulator of the same class and configuration (the same
+            vectors, order or network), fed with other rows.
+
+        Returns
+        -------
+        Accumulator
+            This accumulator, updated.
+
+        Raises
+        ------
+        TypeError
+            When ``other`` is of another class.
+        ValueError
+            When both have seen rows and they differ in width, dtype, number
+            of label columns or configuration.
+        """
         if type(other) is not type(self):
             raise TypeError(f"other: expected a {type(self).__name__}, got {type(other).__name__}")
         if other.n == 0:
@@ -169,7 +278,19 @@ class Accumulator:
         return self
 
     def result(self):
-        """The statistic of every row seen."""
+        """The statistic of every row seen.
+
+        Returns
+        -------
+        object
+            The subclass's statistic (see each class); a new object, so the
+            accumulator can go on being updated.
+
+        Raises
+        ------
+        ValueError
+            When no rows have been seen.
+        """
         if self.n == 0:
             raise ValueError(f"{type(self).__name__}: no samples seen; update it with at least one non-empty block "
                              f"first")
@@ -196,19 +317,38 @@ class Accumulator:
 
 
 class CovarianceResult:
-    """n; mean (d,), cov (d, d) of the rows (divided by n); with labels also
-    y_mean (m,), y_cov (m, m) and cross (d, m) = the covariance of rows and
-    labels (else None)."""
+    """What :class:`Covariance` returns: the centred statistics of the rows.
+
+    Covariances are divided by n. The arrays are stored as given.
+
+    Parameters
+    ----------
+    n : int
+        The number of rows.
+    mean : numpy.ndarray, shape (d,)
+        The mean of the rows.
+    cov : numpy.ndarray, shape (d, d)
+        The covariance of the rows.
+    y_mean : numpy.ndarray, shape (m,), optional
+        The mean of the labels; None without labels.
+    y_cov : numpy.ndarray, shape (m, m), optional
+        The covariance of the labels; None without labels.
+    cross : numpy.ndarray, shape (d, m), optional
+        The covariance of rows and labels; None without labels.
+    """
 
     def __init__(self, n, mean, cov, y_mean=None, y_cov=None, cross=None):
         self.n, self.mean, self.cov, self.y_mean, self.y_cov, self.cross = n, mean, cov, y_mean, y_cov, cross
 
     @property
     def std(self):
+        """numpy.ndarray, shape (d,): the standard deviation of each feature."""
         return np.sqrt(np.diag(self.cov))
 
     @property
     def y_std(self):
+        """numpy.ndarray, shape (m,), or None: the standard deviation of each
+        label column, None without labels."""
         return None if self.y_cov is None else np.sqrt(np.diag(self.y_cov))
 
 
@@ -216,12 +356,20 @@ class Covariance(Accumulator):
     """Mean and covariance of the rows, and with labels y (n,) or (n, m) the
     labels' mean and covariance and their cross-covariance with the rows,
     all divided by n (the maximum-likelihood convention of the fit).
+    ``result()`` returns a :class:`CovarianceResult`.
 
     Each block is centred on its own mean and its scatter merged by Chan,
     Golub and LeVeque's update M = M_a + M_b + delta delta^T n_a n_b / n, so
     the result does not lose digits to a large mean (raw sums of squares
     would: a feature of mean 1e8 and spread 1 keeps no digit of its
-    variance in float64 that way). Memory O((d + m)^2)."""
+    variance in float64 that way). Memory O((d + m)^2).
+
+    Parameters
+    ----------
+    width : int, optional
+        The number of features each block must have; taken from the first
+        block when None.
+    """
 
     def _start(self):
         pass
@@ -275,7 +423,14 @@ class LeastSquares(Covariance):
     (intercept (m,), coef (d, m)), from the centred normal equations
     Cov(x) coef = Cov(x, y) (Chan-merged, see ``Covariance``), solved by
     least squares so a rank-deficient design gives the minimum-norm
-    coefficients. ``residual(X, y)`` is y minus the fit."""
+    coefficients. Labels are required in every block.
+
+    Parameters
+    ----------
+    width : int, optional
+        The number of features each block must have; taken from the first
+        block when None.
+    """
 
     _labels = "required"
 
@@ -338,7 +493,16 @@ def _vectors(U, name, rows=None, check=True):
 
 
 class FirstMoment(_KernelMoment):
-    """(1/n) sum_i y_i x_i, (d,)."""
+    """The first cross-moment (1/n) sum_i y_i x_i; ``result()`` is (d,).
+
+    Blocks need 1-D labels.
+
+    Parameters
+    ----------
+    width : int, optional
+        The number of features each block must have; taken from the first
+        block when None.
+    """
 
     def __init__(self, width=None):
         super().__init__(width=width)
@@ -352,7 +516,26 @@ class FirstMoment(_KernelMoment):
 
 
 class SecondMomentDot(_KernelMoment):
-    """E[y S2] Omega = (1/n) sum_i y_i (x_i x_i^T - I) Omega, (d, m)."""
+    """The second cross-moment times a matrix; ``result()`` is (d, m).
+
+    E[y S2] Omega = (1/n) sum_i y_i (x_i x_i^T - I) Omega, without forming the
+    d x d moment. Blocks need 1-D labels and d features.
+
+    Parameters
+    ----------
+    Omega : array_like, shape (d, m)
+        The vectors to multiply, one per column.
+    check : bool, default True
+        Whether to check that the vectors are finite (the library's own
+        callers pass False, so that a NaN probe propagates through the
+        result).
+
+    Raises
+    ------
+    ValueError
+        When Omega is not 2-D with at least one column, or (with ``check``)
+        has NaN or infinite entries.
+    """
 
     def __init__(self, Omega, *, check=True):
         Omega = _vectors(Omega, "Omega", check=check)
@@ -365,7 +548,26 @@ class SecondMomentDot(_KernelMoment):
 
 
 class ThirdMomentIUU(_KernelMoment):
-    """Columns E[y S3](I, u_j, u_j) for the columns of U (d, m), (d, m)."""
+    """The third cross-moment contracted twice; ``result()`` is (d, m).
+
+    Column j of the result is E[y S3](I, u_j, u_j), the step of the
+    tensor power method. Blocks need 1-D labels and d features.
+
+    Parameters
+    ----------
+    U : array_like, shape (d, m)
+        The vectors u_j, one per column.
+    check : bool, default True
+        Whether to check that the vectors are finite (the library's own
+        callers pass False, so that a NaN probe propagates through the
+        result).
+
+    Raises
+    ------
+    ValueError
+        When U is not 2-D with at least one column, or (with ``check``) has
+        NaN or infinite entries.
+    """
 
     def __init__(self, U, *, check=True):
         U = _vectors(U, "U", check=check)
@@ -378,7 +580,26 @@ class ThirdMomentIUU(_KernelMoment):
 
 
 class ThirdMomentUUU(_KernelMoment):
-    """Values E[y S3](u_j, u_j, u_j) for the columns of U (d, m), (m,)."""
+    """The third cross-moment contracted three times; ``result()`` is (m,).
+
+    Entry j of the result is E[y S3](u_j, u_j, u_j). Blocks need 1-D labels
+    and d features.
+
+    Parameters
+    ----------
+    U : array_like, shape (d, m)
+        The vectors u_j, one per column.
+    check : bool, default True
+        Whether to check that the vectors are finite (the library's own
+        callers pass False, so that a NaN probe propagates through the
+        result).
+
+    Raises
+    ------
+    ValueError
+        When U is not 2-D with at least one column, or (with ``check``) has
+        NaN or infinite entries.
+    """
 
     def __init__(self, U, *, check=True):
         U = _vectors(U, "U", check=check)
@@ -391,7 +612,28 @@ class ThirdMomentUUU(_KernelMoment):
 
 
 class ThirdMomentSliceDot(_KernelMoment):
-    """E[y S3](I, I, theta) Omega for theta (d,) and Omega (d, m), (d, m)."""
+    """A slice of the third cross-moment times a matrix; ``result()`` is (d, m).
+
+    The result is E[y S3](I, I, theta) Omega. Blocks need 1-D labels and d
+    features.
+
+    Parameters
+    ----------
+    theta : array_like, shape (d,)
+        The direction of the slice.
+    Omega : array_like, shape (d, m)
+        The vectors to multiply, one per column.
+    check : bool, default True
+        Whether to check that the vectors are finite (the library's own
+        callers pass False, so that a NaN probe propagates through the
+        result).
+
+    Raises
+    ------
+    ValueError
+        When Omega is not 2-D with at least one column, theta has not d
+        entries, or (with ``check``) either has NaN or infinite entries.
+    """
 
     def __init__(self, theta, Omega, *, check=True):
         Omega = _vectors(Omega, "Omega", check=check)
@@ -405,7 +647,26 @@ class ThirdMomentSliceDot(_KernelMoment):
 
 
 class FourthMomentIUUU(_KernelMoment):
-    """Columns E[y S4](I, u_j, u_j, u_j) for the columns of U (d, m), (d, m)."""
+    """The fourth cross-moment contracted three times; ``result()`` is (d, m).
+
+    Column j of the result is E[y S4](I, u_j, u_j, u_j). Blocks need 1-D
+    labels and d features.
+
+    Parameters
+    ----------
+    U : array_like, shape (d, m)
+        The vectors u_j, one per column.
+    check : bool, default True
+        Whether to check that the vectors are finite (the library's own
+        callers pass False, so that a NaN probe propagates through the
+        result).
+
+    Raises
+    ------
+    ValueError
+        When U is not 2-D with at least one column, or (with ``check``) has
+        NaN or infinite entries.
+    """
 
     def __init__(self, U, *, check=True):
         U = _vectors(U, "U", check=check)
@@ -422,7 +683,26 @@ class ProjectedMoment(_KernelMoment):
     symmetric (k,)*m array. Per block: Z = X W, then the packed symmetric
     power sum of Z (k(k+1)(k+2)/6 entries for m = 3) and the lower-order
     sums of the Hermite corrections, all added in float64; ``result``
-    applies the corrections and unpacks."""
+    applies the corrections and unpacks. Blocks need 1-D labels and d
+    features.
+
+    Parameters
+    ----------
+    W : array_like, shape (d, k)
+        The projection, one direction per column.
+    order : {3, 4}, default 3
+        The order m of the moment.
+    check : bool, default True
+        Whether to check that the vectors are finite (the library's own
+        callers pass False, so that a NaN probe propagates through the
+        result).
+
+    Raises
+    ------
+    ValueError
+        When W is not 2-D with at least one column, ``order`` is not 3 or 4,
+        or (with ``check``) W has NaN or infinite entries.
+    """
 
     def __init__(self, W, order=3, *, check=True):
         W = _vectors(W, "W", check=check)
@@ -491,10 +771,18 @@ class ProjectedMoment(_KernelMoment):
 
 
 class NormalEquations(Accumulator):
-    """Ridge regression of labels Y (n,) or (n, m) on [F, 1] for features F
-    (n, k): accumulates H = [F, 1]^T [F, 1] and [F, 1]^T Y. ``result(ridge)``
-    is (A2 (k, m), b2 (m,), condition number of the penalised H), the
-    minimiser of |Y - F A2 - b2|^2 + ridge n |A2|^2."""
+    """Ridge regression of labels on [features, 1], by its normal equations.
+
+    For features F (n, k), the rows of the blocks, and labels Y (n,) or
+    (n, m), it accumulates H = [F, 1]^T [F, 1] and [F, 1]^T Y (float64,
+    memory O(k^2 + k m)). Labels are required in every block.
+
+    Parameters
+    ----------
+    width : int, optional
+        The number of features each block must have; taken from the first
+        block when None.
+    """
 
     _labels = "required"
 
@@ -520,6 +808,33 @@ class NormalEquations(Accumulator):
         self.g += other.g
 
     def result(self, ridge=0.0):
+        """The ridge regression of every row seen.
+
+        It minimises ``|Y - F A2 - b2|^2 + ridge * n * |A2|^2`` (the intercept
+        is not penalised).
+
+        Parameters
+        ----------
+        ridge : float, default 0.0
+            The penalty per sample, >= 0.
+
+        Returns
+        -------
+        A2 : numpy.ndarray, shape (k, m)
+            The coefficients of the features (m = 1 for 1-D labels).
+        b2 : numpy.ndarray, shape (m,)
+            The intercepts.
+        cond : float
+            The condition number of the penalised H.
+
+        Raises
+        ------
+        ValueError
+            When ``ridge`` is not a number >= 0, or no rows have been seen.
+        numpy.linalg.LinAlgError
+            When the penalised H is exactly singular (with ``ridge`` 0 and
+            features that are linearly dependent).
+        """
         if not (isinstance(ridge, (int, float, np.floating)) and ridge >= 0):
             raise ValueError(f"ridge: expected a number >= 0, got {ridge!r}")
         if self.n == 0:
@@ -532,9 +847,30 @@ class NormalEquations(Accumulator):
 
 
 class OutputLayer(NormalEquations):
-    """``NormalEquations`` of Y on the hidden units sigma(X A1 + b1) of a
-    network with first layer A1 (d, k), biases b1 (k,) and ``activation``
-    (a name or an Activation): the output layer's one pass."""
+    """The output layer's one pass: ``NormalEquations`` on a network's hidden units.
+
+    The features of a block X are sigma(X A1 + b1); ``result(ridge)`` is
+    that of :class:`NormalEquations`, with A2 of shape (k, m).
+
+    Parameters
+    ----------
+    A1 : array_like, shape (d, k)
+        First-layer weights, one hidden unit per column; blocks need d
+        features.
+    b1 : array_like, shape (k,)
+        First-layer biases.
+    activation : str or Activation
+        The activation sigma, a name or an :class:`fastten.activations.Activation`.
+
+    Raises
+    ------
+    ValueError
+        When A1 is not 2-D with at least one column or has NaN or infinite
+        entries, b1 has not one entry per column of A1, or the activation
+        name is unknown.
+    TypeError
+        When ``activation`` is neither a name nor an Activation.
+    """
 
     def __init__(self, A1, b1, activation):
         A1 = _vectors(A1, "A1")
@@ -561,34 +897,80 @@ class OutputLayer(NormalEquations):
 
 
 class PassCounter:
-    """Passes over the data, by stage: ``count(stage)`` adds one (or
-    ``passes``, a fraction for a pass over part of the rows); ``total``,
-    ``by_stage`` (a dict in first-use order)."""
+    """Passes over the data, counted by stage.
+
+    Attributes
+    ----------
+    by_stage : dict
+        Passes per stage name, in the order stages were first counted.
+    """
 
     def __init__(self):
         self.by_stage = {}
 
     def count(self, stage, passes=1):
+        """Count passes under a stage.
+
+        Parameters
+        ----------
+        stage : str
+            The stage's name.
+        passes : int or float, default 1
+            The passes to add: a fraction for a pass over part of the rows.
+        """
         self.by_stage[stage] = self.by_stage.get(stage, 0) + passes
 
     @property
     def total(self):
+        """int or float: the passes of every stage."""
         return sum(self.by_stage.values())
 
 
 class Pass:
-    """One read of a stream of blocks feeding several accumulators:
-    ``Pass(counter, stage).run(blocks, *accumulators)`` checks each block
-    (``check_block``, the width and dtype of the first), adds it to every
-    accumulator and counts one pass. ``blocks`` is an iterable of
-    (X_block, y_block) pairs. Returns the accumulators."""
+    """One read of a stream of blocks feeding several accumulators.
+
+    ``Pass(counter, stage).run(blocks, *accumulators)`` reads each block
+    once, adds it to every accumulator and counts one pass.
+
+    Parameters
+    ----------
+    counter : PassCounter, optional
+        Where the pass is counted; not counted when None.
+    stage : str, default "pass"
+        The stage the pass is counted under.
+    """
 
     def __init__(self, counter=None, stage="pass"):
         self.counter, self.stage = counter, stage
 
     def run(self, blocks, *accumulators, check=True):
-        """``check=False`` for blocks checked already (a source that checks
-        its blocks itself: ``fit`` checks each block once, on its first read)."""
+        """Feed every block to every accumulator, then count one pass.
+
+        Parameters
+        ----------
+        blocks : iterable of (X_block, y_block)
+            The blocks of rows and their labels (or None), read once.
+        *accumulators : Accumulator
+            The accumulators to update, each with every block.
+        check : bool, default True
+            Whether to check each block (:func:`check_block`, against the
+            width, dtype and label columns of the first). False for blocks
+            checked already, as float32 or float64 C-contiguous arrays (a
+            source that checks its blocks itself: ``fit`` checks each block
+            once, on its first read).
+
+        Returns
+        -------
+        Accumulator or tuple of Accumulator
+            The accumulator, for one; else the tuple of them, in order.
+
+        Raises
+        ------
+        ValueError, TypeError
+            When a block fails its check (naming the block), an accumulator
+            of moments gets a block without 1-D labels, or the stream has no
+            rows.
+        """
         width = dtype = label_width = None
         seen = 0
         for index, (X_block, y_block) in enumerate(blocks):

@@ -44,8 +44,9 @@ from ._output import softmax_output
 from ._random import check_random_state
 from ._rounds import SUBSAMPLE_PER_PARAMETER, SUBSAMPLE_ROWS, network_loss, output_loss, refine_network, \
     residual_direction
-from ._sources import BLOCK_ROWS, ArraySource, ChunkSource, Mapped, MemmapSource, gather
-from .accumulate import Covariance, OutputLayer, Pass, PassCounter
+from ._dask import DaskSource, is_dask_array
+from ._sources import BLOCK_ROWS, ArraySource, ChunkSource, Mapped, MemmapSource, gather, run_pass
+from .accumulate import Covariance, OutputLayer, PassCounter
 from ._validation import check_int, check_samples, check_targets
 from .activations import derivative, get_activation
 from .decomposition import METHODS, ConvergenceWarning
@@ -119,15 +120,20 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
 
     Parameters
     ----------
-    X : array_like, shape (n, d), numpy.memmap, str or callable
+    X : array_like, shape (n, d), numpy.memmap, str, callable or dask.array.Array
         Real or boolean features on any scales; constant features and null
         directions (features that are linear combinations of others) are
         dropped from the fit, with a note in ``diagnostics["inputs"]``, and
         get zero weights. Or data out of core: a ``numpy.memmap`` (n, d), a
         path to an ``.npy`` file (opened with ``mmap_mode="r"``), or a
         callable returning a fresh iterator of (X_block, y_block) chunks on
-        every call (then y is None); these are read in blocks, once per pass
-        (docs/api.md, "Data out of core").
+        every call (then y is None); these are read in blocks, once per pass.
+        Or a ``dask.array.Array`` (n, d) chunked along samples only (one
+        chunk across the features), with y a dask array of the same row
+        chunks or an array in memory: each pass is then a tree reduction of
+        accumulators over the chunks, on the active Dask scheduler (a
+        ``dask.distributed`` cluster when a Client exists). See docs/api.md,
+        "Data out of core".
     y : array_like, shape (n,) or (n, m), or None
         Labels, or m outputs (a2 is then k x m); for
         ``task="classification"``, n labels of any type taking at least two
@@ -225,8 +231,9 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         BLAS alone.
     block_rows : int, default 65536
         Rows per block of the data passes (>= 1; arrays in memory and
-        memory-mapped files; chunks keep their own sizes). A memory-mapped
-        pass holds about one block of the file in memory.
+        memory-mapped files; chunks and dask arrays keep their own chunk
+        sizes). A memory-mapped pass holds about one block of the file in
+        memory.
 
     Returns
     -------
@@ -245,7 +252,10 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         1-D X, n_hidden < 1, constant labels, non-numeric dtypes, unknown
         option values, fewer than two classes or a class of one sample, a
         validation_fraction that leaves fewer than two rows on a side, and
-        for a non-Gaussian input model collinear features.
+        for a non-Gaussian input model collinear features. Out of core, a
+        bad block or chunk is named by its index (and a dask chunk by its
+        rows); a dask X chunked along features, or a dask y of other row
+        chunks, is refused before any pass.
 
     Warns
     -----
@@ -454,7 +464,11 @@ def _score_moment(opts, inputs, Z, r, rng):
 def _open_source(X, y, block_rows):
     """The out-of-core source of X (``fastten._sources``) with its labels,
     or None for arrays in memory: a callable of (X_block, y_block) chunks,
-    a numpy.memmap, or a path to an .npy file (opened memory-mapped)."""
+    a numpy.memmap, a path to an .npy file (opened memory-mapped), or a
+    dask array (``fastten._dask``)."""
+    if is_dask_array(X):
+        source = DaskSource(X, y)
+        return source, source.label_ndim == 1
     if callable(X) and not isinstance(X, np.ndarray):
         if y is not None:
             raise ValueError(f"y: expected None when X is a callable returning (X_block, y_block) chunks (the "
@@ -489,8 +503,8 @@ def _out_of_core_options(opts):
                              (not opts.gaussian, "input_model", opts.input_model),
                              (opts.bias_method == "fourier", "bias_method", opts.bias_method)):
         if bad:
-            raise ValueError(f"{name}: {value!r} needs the data in memory; X out of core (a memmap, an .npy path "
-                             f"or chunks) supports the default")
+            raise ValueError(f"{name}: {value!r} needs the data in memory; X out of core (a memmap, an .npy path, "
+                             f"chunks or a dask array) supports the default")
 
 
 def _fit(X, y, n_hidden, opts, random_state, block_rows):
@@ -527,7 +541,7 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows):
 
     # 1. One pass: the inputs' and the labels' means and covariances, and
     # their cross-covariance (the control variate's regression).
-    stats = Pass(counter, "standardise").run(raw.blocks(), Covariance(), check=False).result()
+    stats = run_pass(raw, Covariance(), counter=counter, stage="standardise").result()
     n, d = stats.n, stats.mean.shape[0]
     m = stats.y_mean.shape[0]
     if source is not None:
@@ -651,8 +665,8 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows):
 
     # 4. Output layer: least squares (normal equations accumulated in one
     # pass), then for classification the penalised cross-entropy of the logits.
-    A2, b2, output_cond = Pass(counter, "output_layer").run(rows.blocks(), OutputLayer(A1, b1, activation),
-                                                            check=False).result(opts.ridge + opts.alpha / n)
+    A2, b2, output_cond = run_pass(rows, OutputLayer(A1, b1, activation), counter=counter,
+                                   stage="output_layer").result(opts.ridge + opts.alpha / n)
     if opts.loss == "softmax":
         A2, b2 = softmax_output(derivative(activation, Xs @ A1 + b1, 0), Ys, opts.alpha, rng=rng)
     lap("output_layer")

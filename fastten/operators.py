@@ -22,9 +22,9 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from . import accumulate as A
-from ._sources import ArraySource
+from ._sources import ArraySource, each_block, run_pass
 from ._validation import check_labels, check_samples
-from .accumulate import Pass, PassCounter
+from .accumulate import PassCounter
 
 __all__ = ["TensorOperator", "DenseTensor", "DataMoment", "Deflated", "as_operator"]
 
@@ -233,10 +233,40 @@ class DataMoment(TensorOperator):
 
     @classmethod
     def from_source(cls, source, dim, counter=None, stage="tensor", y=None):
-        """The moment of the rows of ``source`` (``fastten._sources``: blocks
-        of standardised rows and 1-D labels), passes counted in ``counter``
-        (a ``PassCounter``) under ``stage``. ``X`` is not available; ``y``
-        is gathered in one pass when first asked for, unless given."""
+        """The moment of rows read from a stream of blocks (the fit's out-of-core route).
+
+        Nothing is read here. The blocks are trusted: each is expected
+        checked already (C-contiguous float32 or float64 rows, finite, with
+        finite 1-D labels in the dtype of the rows). The operator has no
+        ``X``; its ``y`` is gathered in one pass when first asked for,
+        unless given.
+
+        Parameters
+        ----------
+        source : object
+            A source of :mod:`fastten._sources` or :mod:`fastten._dask`, or
+            any object whose ``blocks()`` returns a fresh iterable of
+            (X_block, y_block) pairs over the same rows on every call:
+            standardised rows and their labels. A source whose
+            ``distributed`` attribute is true is read through its
+            ``reduce``, ``collect`` and ``gather`` methods instead (one task
+            per chunk, on the Dask scheduler).
+        dim : int
+            The number of features d of the rows.
+        counter : PassCounter, optional
+            Where each pass is also counted, under ``stage``; a new counter
+            when None. ``passes`` counts this operator's own passes either
+            way.
+        stage : str, default "tensor"
+            The stage the passes are counted under in ``counter``.
+        y : numpy.ndarray, shape (n,), optional
+            The labels of all the rows, in order, if the caller has them.
+
+        Returns
+        -------
+        DataMoment
+            The operator; contractions read ``source`` once each.
+        """
         op = cls.__new__(cls)
         op._start(source, dim, y, counter, stage)
         return op
@@ -249,21 +279,29 @@ class DataMoment(TensorOperator):
 
     @property
     def passes(self):
+        """int: the passes over the data this operator has made so far."""
         return self._counted
 
     @property
     def y(self):
+        """numpy.ndarray, shape (n,): the labels of every row, in order.
+
+        Given, or held since construction from arrays; for an operator made
+        by :meth:`from_source` without ``y``, gathered in one (counted) pass
+        on first access and kept.
+        """
         if self._y is None:
-            self._y = np.concatenate([y for _, y in self._blocks()])
+            self._count()
+            self._y = np.concatenate(each_block(self.source, lambda X, y: y))
         return self._y
 
-    def _blocks(self):
+    def _count(self):
         self._counted += 1
         self.counter.count(self.stage)
-        return self.source.blocks()
 
     def _pass(self, acc):
-        return Pass().run(self._blocks(), acc, check=False).result()
+        self._count()
+        return run_pass(self.source, acc).result()
 
     def iuu(self, U):
         return self._pass(A.ThirdMomentIUU(U, check=False))
@@ -296,13 +334,28 @@ class DataMoment(TensorOperator):
         return self._pass(A.ProjectedMoment(W, 3, check=False))
 
     def fourth_projected(self, W):
-        """E[y S4](W, W, W, W), (k, k, k, k); one pass."""
+        """The fourth cross-moment projected on W, E[y S4](W, W, W, W), in one pass.
+
+        Not part of the third-order protocol; the fit's joint decomposition
+        uses it for units the third moment does not see.
+
+        Parameters
+        ----------
+        W : numpy.ndarray, shape (d, k)
+            float64 projection, one direction per column.
+
+        Returns
+        -------
+        numpy.ndarray, shape (k, k, k, k)
+            E[y S4](W, W, W, W), symmetric.
+        """
         return self._pass(A.ProjectedMoment(W, 4, check=False))
 
     def _per_sample(self, U, fn):
         U = np.asarray(U)
         norms = np.einsum("aj,aj->j", U, U)
-        return np.concatenate([fn(X @ U, norms) for X, _ in self._blocks()])
+        self._count()
+        return np.concatenate(each_block(self.source, lambda X, _: fn(X @ U, norms)))
 
     def s2_samples(self, U):
         """The second score function of every sample along each u, in one pass.

@@ -26,7 +26,9 @@ def test_kernels_release_the_gil():
 
 
 def test_import_leaves_optional_dependencies_alone():
-    # fastten.plot imports Matplotlib only when a helper needs a figure.
-    code = "import sys, fastten, fastten.plot; print(sorted(m for m in ('matplotlib', 'sklearn', 'tqdm') if m in sys.modules))"
+    # fastten.plot imports Matplotlib only when a helper needs a figure; fit
+    # imports Dask only to read a dask array it is given.
+    code = ("import sys, fastten, fastten.plot, fastten._dask; "
+            "print(sorted(m for m in ('matplotlib', 'sklearn', 'tqdm', 'dask', 'distributed') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
