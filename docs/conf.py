@@ -72,6 +72,19 @@ numpydoc_validation_exclude = {r"\.ACTIVATIONS$", r"\.DEFAULT_SIZE$", r"\.DEFAUL
 myst_heading_anchors = 3
 
 
+def _from_scikit_learn(app, what, name, obj, skip, options):
+    """Skip the methods scikit-learn defines on the estimators of
+    fastten.sklearn (get_params, set_params, score, the generated
+    set_*_request): scikit-learn documents them, and their docstrings refer
+    to its own glossary."""
+    func = getattr(obj, "__func__", obj)
+    module = getattr(func, "__module__", None) or ""
+    qualname = getattr(func, "__qualname__", "")
+    if what == "class" and (module.startswith("sklearn") or qualname.startswith("RequestMethod")):
+        return True
+    return None
+
+
 def _inherits_its_docs(app, what, name, obj, skip, options):
     """Skip a method that overrides a documented one of a base class without
     a docstring of its own (DenseTensor.iuu, Gaussian.logpdf, ...): the base
@@ -89,6 +102,7 @@ def _inherits_its_docs(app, what, name, obj, skip, options):
 
 def setup(app):
     app.connect("autodoc-skip-member", _inherits_its_docs)
+    app.connect("autodoc-skip-member", _from_scikit_learn)
 
 html_theme = "alabaster"
 html_title = f"fastten {release}"
