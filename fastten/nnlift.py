@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._control import CONTROL_VARIATES, control_labels
 from ._directions import VISIBLE_Z, initial_units, random_directions, tensor_directions, third_moment_z
 from ._inputs import Standardiser
 from ._output import softmax_output
@@ -96,7 +97,7 @@ def _plain(value):
 
 
 def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model="gaussian", init="tensor",
-        method="auto", bias_method="moments", refine=True, alpha=0.0, early_stopping=False, validation_fraction=0.1,
+        method="auto", bias_method="moments", control_variate="linear", cross_fit=False, refine=True, alpha=0.0, early_stopping=False, validation_fraction=0.1,
         n_iter_no_change=10, ridge=1e-8, max_iter=50, n_rounds=6, random_state=None, callback=None,
         blas_threads=1):
     """Fit f(x) = a2^T sigma(A1^T x + b1) + b2 to (X, y) by the method of moments.
@@ -147,6 +148,20 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         faithfulness, not for use) or "zero" (unit norm, zero bias). Units
         started from second-order or random directions get unit norm and
         zero bias in every case.
+    control_variate : what the tensor stage's moments of order >= 2 subtract
+        from the centred labels (``fastten._control``; Stein's identity
+        keeps their expectation): "linear" (default: the least-squares fit
+        on [1, x], one pass), "quadratic" (the fit on [1, x] and the
+        degree-2 monomials of Q^T x, Q the signal subspace estimated from
+        the linear residual; orders 3 and 4 use it, order 2 keeps the
+        linear residual, whose expectation the quadratic would change) or
+        "none" (the centred labels). Measured in docs/benchmarks.md
+        ("Control variates")
+    cross_fit : fit the control variate (and the quadratic's subspace) on
+        one random half of the rows and subtract it on the other, and vice
+        versa, so that it is independent of the rows it is applied to (no
+        bias from re-using the data); needs control_variate other than
+        "none"
     refine : run the local refinement after the tensor stage
     alpha : float >= 0, L2 penalty on the weights of both layers in the
         refinement, scikit-learn's convention: the objective is the mean
@@ -198,8 +213,9 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
     IdentifiabilityWarning, LocalOptimumWarning, ConvergenceWarning, and a
     UserWarning when there are fewer rows than parameters.
     """
-    options = _check_options(activation, task, input_model, init, method, bias_method, refine, alpha, early_stopping,
-                             validation_fraction, n_iter_no_change, ridge, max_iter, n_rounds, callback, blas_threads)
+    options = _check_options(activation, task, input_model, init, method, bias_method, control_variate, cross_fit,
+                             refine, alpha, early_stopping, validation_fraction, n_iter_no_change, ridge, max_iter,
+                             n_rounds, callback, blas_threads)
     with _blas_limit(blas_threads):
         return _fit(X, y, n_hidden, options, random_state)
 
@@ -215,6 +231,8 @@ class _Options:
     init: str
     method: str
     bias_method: str
+    control_variate: str
+    cross_fit: bool
     refine: bool
     alpha: float
     early_stopping: bool
@@ -257,9 +275,15 @@ def _flag(value, name):
     return bool(value)
 
 
-def _check_options(activation, task, input_model, init, method, bias_method, refine, alpha, early_stopping,
-                   validation_fraction, n_iter_no_change, ridge, max_iter, n_rounds, callback, blas_threads):
+def _check_options(activation, task, input_model, init, method, bias_method, control_variate, cross_fit, refine,
+                   alpha, early_stopping, validation_fraction, n_iter_no_change, ridge, max_iter, n_rounds, callback,
+                   blas_threads):
     """Every option of fit, checked before any data work."""
+    control_variate = _one_of(control_variate, "control_variate", CONTROL_VARIATES)
+    cross_fit = _flag(cross_fit, "cross_fit")
+    if cross_fit and control_variate == "none":
+        raise ValueError("cross_fit: expected False with control_variate='none' (there is no fitted control "
+                         "variate to cross-fit), got True")
     if blas_threads is not None:
         check_int(blas_threads, "blas_threads", 1)
     if callback is not None and not callable(callback):
@@ -268,7 +292,7 @@ def _check_options(activation, task, input_model, init, method, bias_method, ref
                     input_model if isinstance(input_model, ScoreFunction)
                     else _one_of(input_model, "input_model", INPUT_MODELS), _one_of(init, "init", INITS),
                     _one_of(method, "method", METHODS), _one_of(bias_method, "bias_method", BIAS_METHODS),
-                    _flag(refine, "refine"), _real(alpha, "alpha", 0.0), _flag(early_stopping, "early_stopping"),
+                    control_variate, cross_fit, _flag(refine, "refine"), _real(alpha, "alpha", 0.0), _flag(early_stopping, "early_stopping"),
                     _real(validation_fraction, "validation_fraction", 0.0, 1.0, closed=False),
                     check_int(n_iter_no_change, "n_iter_no_change", 1), _real(ridge, "ridge", 0.0),
                     check_int(max_iter, "max_iter", 0), check_int(n_rounds, "n_rounds", 1), callback)
@@ -453,6 +477,14 @@ def _fit(X, y, n_hidden, opts, random_state):
     r_t = linear_residual(Xs, y_t)
     k_moments = min(k, r)
     op, score_record = (DataMoment(Xs, r_t), None) if opts.gaussian else _score_moment(opts, inputs, Z, r_t, rng)
+    # The control variate (fastten._control): the default, the in-sample
+    # linear residual r_t, costs nothing more; the others replace the
+    # operator's labels (orders >= 3, and order 2 separately).
+    control = control_labels(op, Xs if opts.gaussian else Z, y_t, opts.control_variate, opts.cross_fit, k_moments,
+                             rng, linear=r_t)
+    if control.higher is not r_t or control.second is not r_t:
+        op = op.restricted(None, control.higher, control.second)
+    passes["control_variate"] = control.passes
     if opts.init == "tensor":
         directions = tensor_directions(op, k_moments, opts.method, rng)
         if not opts.gaussian:
@@ -575,6 +607,7 @@ def _fit(X, y, n_hidden, opts, random_state):
         "inputs": inputs.to_dict(),
         "input_model": opts.input_model if isinstance(opts.input_model, str) else "score",
         "score": score_record,
+        "control_variate": control.record,
         **directions.to_dict(),
         "suggested_n_hidden": sub.supported if sub is not None else None,
         "bias_method": bias_method,

@@ -113,18 +113,39 @@ class DataMoment(TensorOperator):
     through the kernels (:mod:`fastten._kernels`), and nothing of size d^2
     or d^3 is formed. ``passes`` counts the passes. Labels are used as given
     (centre them first to lower the variance).
+
+    ``y2`` holds the labels of the second-order contractions
+    (``second_moment_dot``); it is ``y`` unless an internal caller gives a
+    control-variate residual of its own to the second moment
+    (``fastten._control``: the quadratic control variate changes E[r S2]).
     """
 
     def __init__(self, X, y):
         self.X = check_samples(X)
         self.y = check_labels(y, self.X.shape[0], self.X.dtype)
+        self.y2 = self.y
         self.dim = self.X.shape[1]
         self.passes = 0
 
-    def _pass(self, kernel, shape, *vectors):
+    @classmethod
+    def _trusted(cls, X, y, y2=None):
+        """For internal callers: X (n, d) and labels already checked."""
+        op = cls.__new__(cls)
+        op.X, op.y = X, y
+        op.y2 = y if y2 is None else y2
+        op.dim, op.passes = X.shape[1], 0
+        return op
+
+    def restricted(self, rows, y, y2=None):
+        """The moment of the same inputs at ``rows`` (None: all of them) with
+        labels y (and y2 for the second order), for internal callers."""
+        return DataMoment._trusted(self.X if rows is None else self.X[rows], y, y2)
+
+    def _pass(self, kernel, shape, *vectors, labels=None):
         self.passes += 1
         out = np.zeros(shape)
-        kernel(self.X, self.y, *(np.ascontiguousarray(v, dtype=self.X.dtype) for v in vectors), out)
+        kernel(self.X, self.y if labels is None else labels,
+               *(np.ascontiguousarray(v, dtype=self.X.dtype) for v in vectors), out)
         return out / self.X.shape[0]
 
     def iuu(self, U):
@@ -137,8 +158,8 @@ class DataMoment(TensorOperator):
         return self._pass(K.t3_slice_dot_acc, Omega.shape, theta, Omega)
 
     def second_moment_dot(self, Omega):
-        """E[y S2] Omega, one pass (not part of the third-order protocol)."""
-        return self._pass(K.s2_dot_acc, Omega.shape, Omega)
+        """E[y2 S2] Omega, one pass (not part of the third-order protocol)."""
+        return self._pass(K.s2_dot_acc, Omega.shape, Omega, labels=self.y2)
 
     def project(self, W):
         self.passes += 1

@@ -728,10 +728,19 @@ class ScoreMoment(TensorOperator):
         op._set(Psi, dPsi, d2Psi, y)
         return op
 
-    def _set(self, Psi, dPsi, d2Psi, y):
+    def _set(self, Psi, dPsi, d2Psi, y, y2=None):
         self.Psi, self.dPsi, self.d2Psi, self.y = Psi, dPsi, d2Psi, y
+        self.y2 = y if y2 is None else y2  # labels of the second order, as in DataMoment
         self.dim = Psi.shape[1]
         self.passes = 0
+
+    def restricted(self, rows, y, y2=None):
+        """The moment of the same inputs at ``rows`` (None: all of them) with
+        labels y (and y2 for the second order), for internal callers."""
+        op = ScoreMoment.__new__(ScoreMoment)
+        pick = (lambda a: a) if rows is None else (lambda a: np.ascontiguousarray(a[rows]))
+        op._set(pick(self.Psi), pick(self.dPsi), pick(self.d2Psi), y, y2)
+        return op
 
     def _pass(self, kernel, data, shape, *vectors, mean=True):
         self.passes += 1
@@ -753,8 +762,8 @@ class ScoreMoment(TensorOperator):
         return self._pass(KS.score_t3_slice_dot_acc, self._order3, Omega.shape, np.ravel(theta), Omega)
 
     def second_moment_dot(self, Omega):
-        """E[y S2] Omega (d, m), one pass (not part of the third-order protocol)."""
-        return self._pass(KS.score_s2_dot_acc, (self.Psi, self.dPsi, self.y), Omega.shape, Omega)
+        """E[y2 S2] Omega (d, m), one pass (not part of the third-order protocol)."""
+        return self._pass(KS.score_s2_dot_acc, (self.Psi, self.dPsi, self.y2), Omega.shape, Omega)
 
     def uuu_samples(self, U):
         """S3(x_i)(u_j, u_j, u_j) per sample, (n, m), without the labels; one pass."""
