@@ -29,7 +29,7 @@ memory O(block p + p^2) for p = 1 + d + m (m + 1) / 2 features, never the
 (n, p) design.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -146,12 +146,28 @@ def usable_basis(basis, n, d):
 class ControlLabels:
     """The residual labels of the moments: ``second`` for order 2, ``higher``
     for orders >= 3 (the same array unless the control variate is
-    quadratic); ``record`` for the diagnostics; ``passes`` over the data."""
+    quadratic); ``record`` for the diagnostics; ``passes`` over the data;
+    ``quadratics``: (rows, ControlVariate) for each fitted quadratic and the
+    rows it was subtracted on (None: all)."""
 
     second: np.ndarray
     higher: np.ndarray
     record: dict
     passes: int = 0
+    quadratics: list = field(default_factory=list)
+
+    def second_moment_correction(self, Omega):
+        """What the quadratic control variate took out of mean(higher S2),
+        times Omega (d, c): the rows' share of each fitted quadratic's
+        Hessian, sum_h (n_h / n) Q_h H_h Q_h^T Omega. E[higher S2] plus it
+        is E[y S2] (Stein), so M2 from the quadratic residual is
+        mean(higher S2) Omega + this."""
+        n = self.higher.shape[0]
+        out = np.zeros(Omega.shape)
+        for rows, cv in self.quadratics:
+            share = 1.0 if rows is None else rows.shape[0] / n
+            out += share * cv.second_moment_correction(Omega)
+        return out
 
 
 def _quadratic(op, X, y, r_lin, k, rng):
@@ -179,7 +195,7 @@ def control_labels(op, X, y, kind, cross_fit, k, rng, linear=None):
     if kind == "none":
         record.update(variance_ratio=1.0, variance_ratio_second=1.0)
         return ControlLabels(y, y, record)
-    passes = 0
+    passes, quadratics = 0, []
     if not cross_fit:
         if linear is None:
             linear, passes = y - fit_control_variate(X, y).predict(X), 2
@@ -188,6 +204,7 @@ def control_labels(op, X, y, kind, cross_fit, k, rng, linear=None):
             cv, used = _quadratic(op, X, y, r2, k, rng)
             r3 = y - cv.predict(X)
             passes += used
+            quadratics.append((None, cv))
             record.update(quadratic_dimension=0 if cv.basis is None else int(cv.basis.shape[1]),
                           features=cv.n_features)
     else:
@@ -204,6 +221,7 @@ def control_labels(op, X, y, kind, cross_fit, k, rng, linear=None):
                 cv, used = _quadratic(op.restricted(fitted, yf), Xf, yf, yf - lin.predict(Xf), k, rng)
                 r3[applied] = y[applied] - cv.predict(X[applied])
                 passes += used / 2
+                quadratics.append((applied, cv))
                 dims.append(0 if cv.basis is None else int(cv.basis.shape[1]))
             else:
                 r3[applied] = r2[applied]
@@ -211,4 +229,4 @@ def control_labels(op, X, y, kind, cross_fit, k, rng, linear=None):
             record.update(quadratic_dimension=dims, features=[1 + d + m * (m + 1) // 2 for m in dims])
     var = np.var(y) or 1.0
     record.update(variance_ratio=float(np.var(r3) / var), variance_ratio_second=float(np.var(r2) / var))
-    return ControlLabels(r2, r3, record, int(np.ceil(passes)))
+    return ControlLabels(r2, r3, record, int(np.ceil(passes)), quadratics)
