@@ -174,7 +174,7 @@ def _quadratic(op, X, y, r_lin, k, rng):
     """(control variate, passes): the quadratic fit of y on the rows of X, in
     the subspace that the moments of ``op`` with the linear residual r_lin
     span (``signal_subspace``)."""
-    sub = signal_subspace(op.restricted(None, r_lin), k, rng)
+    sub = signal_subspace(op._restricted(None, r_lin), k, rng)
     basis = usable_basis(sub.basis, *X.shape)
     return fit_control_variate(X, y, basis), sub.passes + 2
 
@@ -218,7 +218,7 @@ def control_labels(op, X, y, kind, cross_fit, k, rng, linear=None):
             r2[applied] = y[applied] - lin.predict(X[applied])
             passes += 1
             if kind == "quadratic":
-                cv, used = _quadratic(op.restricted(fitted, yf), Xf, yf, yf - lin.predict(Xf), k, rng)
+                cv, used = _quadratic(op._restricted(fitted, yf), Xf, yf, yf - lin.predict(Xf), k, rng)
                 r3[applied] = y[applied] - cv.predict(X[applied])
                 passes += used / 2
                 quadratics.append((applied, cv))

@@ -483,7 +483,7 @@ def _fit(X, y, n_hidden, opts, random_state):
     control = control_labels(op, Xs if opts.gaussian else Z, y_t, opts.control_variate, opts.cross_fit, k_moments,
                              rng, linear=r_t)
     if control.higher is not r_t or control.second is not r_t:
-        op = op.restricted(None, control.higher, control.second)
+        op = op._restricted(None, control.higher, control.second)
     passes["control_variate"] = control.passes
     if opts.init == "tensor":
         directions = tensor_directions(op, k_moments, opts.method, rng)

@@ -136,7 +136,7 @@ class DataMoment(TensorOperator):
         op.dim, op.passes = X.shape[1], 0
         return op
 
-    def restricted(self, rows, y, y2=None):
+    def _restricted(self, rows, y, y2=None):
         """The moment of the same inputs at ``rows`` (None: all of them) with
         labels y (and y2 for the second order), for internal callers."""
         return DataMoment._trusted(self.X if rows is None else self.X[rows], y, y2)

@@ -734,7 +734,7 @@ class ScoreMoment(TensorOperator):
         self.dim = Psi.shape[1]
         self.passes = 0
 
-    def restricted(self, rows, y, y2=None):
+    def _restricted(self, rows, y, y2=None):
         """The moment of the same inputs at ``rows`` (None: all of them) with
         labels y (and y2 for the second order), for internal callers."""
         op = ScoreMoment.__new__(ScoreMoment)
