@@ -212,6 +212,12 @@ class DataMoment(TensorOperator):
     ``DataMoment.from_source`` reads the rows from a stream of blocks
     instead (the fit's out-of-core route).
 
+    ``y2`` holds the labels of the second-order contractions
+    (``second_moment_dot``); it is ``y`` unless an internal caller gives the
+    second moment a control-variate residual of its own, as a second source
+    of the same rows (``fastten._control``: the quadratic control variate
+    changes E[r S2]).
+
     Parameters
     ----------
     X : array_like, shape (n, d)
@@ -232,20 +238,47 @@ class DataMoment(TensorOperator):
         self.X = X
 
     @classmethod
-    def from_source(cls, source, dim, counter=None, stage="tensor", y=None):
+    def from_source(cls, source, dim, counter=None, stage="tensor", y=None, source2=None, y2=None):
         """The moment of the rows of ``source`` (``fastten._sources``: blocks
         of standardised rows and 1-D labels), passes counted in ``counter``
         (a ``PassCounter``) under ``stage``. ``X`` is not available; ``y``
-        is gathered in one pass when first asked for, unless given."""
+        is gathered in one pass when first asked for, unless given.
+        ``source2``: the same rows with the second order's labels (None:
+        ``source``), and ``y2`` those labels when the caller has them."""
         op = cls.__new__(cls)
-        op._start(source, dim, y, counter, stage)
+        op._start(source, dim, y, counter, stage, source2, y2)
         return op
 
-    def _start(self, source, dim, y, counter=None, stage="tensor"):
+    def _start(self, source, dim, y, counter=None, stage="tensor", source2=None, y2=None):
         self.source, self.dim, self._y = source, dim, y
+        self.source2, self._y2 = source2, y2
         self.counter = PassCounter() if counter is None else counter
         self.stage = stage
         self._counted = 0
+
+    def _restricted(self, rows, y, y2=None, counter=None):
+        """For internal callers: the moment of the same rows at ``rows``
+        (sorted indices; None: all of them) with labels y (n_rows,), and y2
+        for the second order (None: y), passes counted in ``counter`` (None:
+        a counter of its own). Needs the rows in memory (an ``ArraySource``);
+        labels are cast to the rows' dtype, as the kernels want."""
+        X = self._rows()
+        if rows is not None:
+            X = X[rows]
+        y = np.ascontiguousarray(y, dtype=X.dtype)
+        source2 = None
+        if y2 is not None:
+            y2 = np.ascontiguousarray(y2, dtype=X.dtype)
+            source2 = ArraySource(X, y2, self.source.block_rows)
+        return DataMoment.from_source(ArraySource(X, y, self.source.block_rows), self.dim, counter, self.stage,
+                                      y=y, source2=source2, y2=y2)
+
+    def _rows(self):
+        """The rows (n, d) when they are in memory."""
+        if not isinstance(self.source, ArraySource):
+            raise TypeError(f"DataMoment: the rows are read from a {type(self.source).__name__}, not held in "
+                            f"memory")
+        return self.source.X
 
     @property
     def passes(self):
@@ -257,13 +290,21 @@ class DataMoment(TensorOperator):
             self._y = np.concatenate([y for _, y in self._blocks()])
         return self._y
 
-    def _blocks(self):
+    @property
+    def y2(self):
+        if self.source2 is None:
+            return self.y
+        if self._y2 is None:
+            self._y2 = np.concatenate([y for _, y in self._blocks(self.source2)])
+        return self._y2
+
+    def _blocks(self, source=None):
         self._counted += 1
         self.counter.count(self.stage)
-        return self.source.blocks()
+        return (self.source if source is None else source).blocks()
 
-    def _pass(self, acc):
-        return Pass().run(self._blocks(), acc, check=False).result()
+    def _pass(self, acc, source=None):
+        return Pass().run(self._blocks(source), acc, check=False).result()
 
     def iuu(self, U):
         return self._pass(A.ThirdMomentIUU(U, check=False))
@@ -275,7 +316,7 @@ class DataMoment(TensorOperator):
         return self._pass(A.ThirdMomentSliceDot(theta, Omega, check=False))
 
     def second_moment_dot(self, Omega):
-        """The second cross-moment times a matrix, E[y S2] Omega, in one pass.
+        """The second cross-moment times a matrix, E[y2 S2] Omega, in one pass.
 
         Not part of the third-order protocol; the ``"auto"`` method of
         :func:`fastten.decompose` uses it to decide whether to whiten.
@@ -288,9 +329,10 @@ class DataMoment(TensorOperator):
         Returns
         -------
         numpy.ndarray, shape (d, m)
-            (1/n) sum_i y_i (x_i x_i^T - I) Omega.
+            (1/n) sum_i y2_i (x_i x_i^T - I) Omega (``y2`` is ``y`` unless a
+            control variate gave the second order labels of its own).
         """
-        return self._pass(A.SecondMomentDot(Omega, check=False))
+        return self._pass(A.SecondMomentDot(Omega, check=False), self.source2)
 
     def project(self, W):
         return self._pass(A.ProjectedMoment(W, 3, check=False))
