@@ -516,7 +516,8 @@ def _out_of_core_options(opts):
     for bad, name, value in ((opts.task != "regression", "task", opts.task),
                              (opts.early_stopping, "early_stopping", opts.early_stopping),
                              (not opts.gaussian, "input_model", opts.input_model),
-                             (opts.bias_method == "fourier", "bias_method", opts.bias_method)):
+                             (opts.bias_method == "fourier", "bias_method", opts.bias_method),
+                             (opts.method == "sketch", "method", opts.method)):
         if bad:
             raise ValueError(f"{name}: {value!r} needs the data in memory; X out of core (a memmap, an .npy path "
                              f"or chunks) supports the default")

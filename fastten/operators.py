@@ -235,15 +235,14 @@ class DataMoment(TensorOperator):
         X = check_samples(X)
         y = check_labels(y, X.shape[0], X.dtype)
         self._start(ArraySource(X, y), X.shape[1], y)
-        self.X = X
 
     @classmethod
     def from_source(cls, source, dim, counter=None, stage="tensor", y=None, source2=None, y2=None):
         """The moment of the rows of ``source`` (``fastten._sources``: blocks
         of standardised rows and 1-D labels), passes counted in ``counter``
-        (a ``PassCounter``) under ``stage``. ``X`` is not available; ``y``
-        is gathered in one pass when first asked for, unless given.
-        ``source2``: the same rows with the second order's labels (None:
+        (a ``PassCounter``) under ``stage``. ``X`` is available only for an
+        ``ArraySource``; ``y`` is gathered in one pass when first asked for,
+        unless given. ``source2``: the same rows with the second order's labels (None:
         ``source``), and ``y2`` those labels when the caller has them."""
         op = cls.__new__(cls)
         op._start(source, dim, y, counter, stage, source2, y2)
@@ -272,6 +271,12 @@ class DataMoment(TensorOperator):
             source2 = ArraySource(X, y2, self.source.block_rows)
         return DataMoment.from_source(ArraySource(X, y, self.source.block_rows), self.dim, counter, self.stage,
                                       y=y, source2=source2, y2=y2)
+
+    @property
+    def X(self):
+        """The rows (n, d) when they are in memory (``method="sketch"``
+        hashes them); a ``TypeError`` for rows read from a stream."""
+        return self._rows()
 
     def _rows(self):
         """The rows (n, d) when they are in memory."""
