@@ -7,7 +7,7 @@ and ``run(args)`` (as bench/kernels.py does), and add one line to COMMANDS.
 import argparse
 import sys
 
-from . import decompose, kernels, real, recovery, scaling, sgd
+from . import decompose, kernels, moments, real, recovery, scaling, sgd
 
 COMMANDS = (
     kernels.add_parser,
@@ -16,6 +16,7 @@ COMMANDS = (
     scaling.add_parser,
     recovery.add_parser,
     real.add_parser,
+    moments.add_parser,
 )
 
 

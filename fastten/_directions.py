@@ -113,7 +113,9 @@ def tensor_directions(op, k, method, rng):
         M2 = Qk.T @ op.second_moment_dot(Qk)
         gaussian = isinstance(op, DataMoment)  # the fourth-order kernel has the Gaussian score
         R4 = op.fourth_projected(Qk) if gaussian else None
-        sigma = np.std(op.y) / np.sqrt(op.y.shape[0])
+        # Per moment: the second order has labels of its own (op.y2) under
+        # the quadratic control variate.
+        sigma = np.array([np.std(op.y2), np.std(op.y), np.std(op.y)][:2 + (R4 is not None)]) / np.sqrt(op.y.shape[0])
         V = _nonorth.joint_decompose((M2 + M2.T) / 2, op.project(Qk), sigma, rng, R4=R4)[0]
         candidates = Qk @ V
     U, kept, n_joint, n_second = select_directions(dec.factors, z, threshold, op, rng, candidates,
@@ -192,7 +194,7 @@ def second_moment_directions(op, count, exclude, rng):
     Q = np.linalg.qr(off(Q))[0]  # again: the first projection is lost to rounding in the product
     vals, vecs = np.linalg.eigh(Q.T @ op.second_moment_dot(Q))
     U = Q @ vecs[:, np.argsort(-np.abs(vals))[:count]]
-    return U, _z(op.y, op.s2_samples(U))
+    return U, _z(op.y2, op.s2_samples(U))
 
 
 def second_order_z(d):
@@ -274,7 +276,7 @@ def select_directions(U, z, threshold, op, rng, candidates=None, limit=None, cou
     if len(out) < limit and candidates is not None:
         # Directions of the joint M2 + M3 decomposition that either moment
         # sees, strongest first (in units of their thresholds).
-        score = np.maximum(np.abs(_z(op.y, op.s2_samples(candidates))) / second_order_z(d),
+        score = np.maximum(np.abs(_z(op.y2, op.s2_samples(candidates))) / second_order_z(d),
                            np.abs(third_moment_z(op, candidates)) / threshold)
         for j in np.argsort(-score):
             if len(out) == limit or score[j] < 1:

@@ -148,9 +148,9 @@ def _entry_noise(op, B, rng, probes=8):
     passes (the operator counts them)."""
     W = B @ rng.standard_normal((B.shape[1], probes))
     W /= np.linalg.norm(W, axis=0)
-    r = op.y[:, None]
+    r2, r = op.y2[:, None], op.y[:, None]  # the second order's labels, and the higher orders'
     n = r.shape[0]
-    sigma2 = np.mean(np.std(r * op.s2_samples(W), axis=0)) / np.sqrt(2.0 * n)
+    sigma2 = np.mean(np.std(r2 * op.s2_samples(W), axis=0)) / np.sqrt(2.0 * n)
     sigma3 = np.mean(np.std(r * op.uuu_samples(W), axis=0)) / np.sqrt(6.0 * n)
     tiny = np.finfo(float).tiny
     return max(sigma2, tiny), max(sigma3, tiny)

@@ -7,8 +7,9 @@ docs/method.md, "Fitting a network"):
    says the inputs are standard already;
 2. replace the labels by their residual r after least squares on [1, x~]
    (a control variate: the moments of order >= 2 keep their expectation,
-   their variance falls by Var(r) / Var(y)); find the span of A1 from
-   E[r S2] and E[r S3] combined (``fastten._subspace``) and decompose the
+   their variance falls by Var(r) / Var(y); or the quadratic control
+   variate, cross-fitted or not: ``fastten._control``); find the span of A1
+   from E[r S2] and E[r S3] combined (``fastten._subspace``) and decompose the
    implicit third cross-moment E[r S3(x~)] in it into k components
    (``fastten.decompose``; never formed as d^3). For m outputs the labels
    are first combined with random weights (y theta), which hides a unit
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._control import CONTROL_VARIATES, control_labels
 from ._directions import VISIBLE_Z, initial_units, random_directions, tensor_directions, third_moment_z
 from ._inputs import Standardiser
 from ._output import softmax_output
@@ -109,9 +111,9 @@ def _plain(value):
 
 
 def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model="gaussian", init="tensor",
-        method="auto", bias_method="moments", refine=True, alpha=0.0, early_stopping=False, validation_fraction=0.1,
-        n_iter_no_change=10, ridge=1e-8, max_iter=50, n_rounds=6, random_state=None, callback=None,
-        blas_threads=1, block_rows=BLOCK_ROWS):
+        method="auto", bias_method="moments", control_variate="linear", cross_fit=False, refine=True, alpha=0.0,
+        early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, ridge=1e-8, max_iter=50, n_rounds=6,
+        random_state=None, callback=None, blas_threads=1, block_rows=BLOCK_ROWS):
     """Fit f(x) = a2^T sigma(A1^T x + b1) + b2 to (X, y) by the method of moments.
 
     NN-LIFT's tensor stage starts the network, a Levenberg-Marquardt
@@ -181,6 +183,23 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         in docs/method.md; an option for faithfulness, not for use) or
         "zero" (unit norm, zero bias). Units started from second-order or
         random directions get unit norm and zero bias in every case.
+    control_variate : {"linear", "quadratic", "none"}, default "linear"
+        What the tensor stage's moments of order >= 2 subtract from the
+        centred labels (Stein's identity keeps their expectation; docs/
+        method.md, "Control variates"): "linear" (the least-squares fit on
+        [1, x], from the statistics pass), "quadratic" (the fit on [1, x]
+        and the degree-2 monomials of Q^T x, Q the signal subspace
+        estimated from the linear residual; orders 3 and 4 use it, order 2
+        keeps the linear residual, whose expectation the quadratic would
+        change) or "none" (the centred labels). Measured in
+        docs/benchmarks.md ("Control variates"). X out of core supports
+        "linear" and "none".
+    cross_fit : bool, default False
+        Fit the control variate (and the quadratic's subspace) on one
+        random half of the rows and subtract it on the other, and vice
+        versa, so that it is independent of the rows it is applied to (no
+        bias from re-using the data); needs control_variate other than
+        "none", and the data in memory.
     refine : bool, default True
         Run the local refinement after the tensor stage.
     alpha : float, default 0.0
@@ -272,8 +291,9 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         When there are fewer rows than parameters and neither alpha nor
         early stopping regularises.
     """
-    options = _check_options(activation, task, input_model, init, method, bias_method, refine, alpha, early_stopping,
-                             validation_fraction, n_iter_no_change, ridge, max_iter, n_rounds, callback, blas_threads)
+    options = _check_options(activation, task, input_model, init, method, bias_method, control_variate, cross_fit,
+                             refine, alpha, early_stopping, validation_fraction, n_iter_no_change, ridge, max_iter,
+                             n_rounds, callback, blas_threads)
     check_int(block_rows, "block_rows", 1)
     with _blas_limit(blas_threads):
         return _fit(X, y, n_hidden, options, random_state, block_rows)
@@ -290,6 +310,8 @@ class _Options:
     init: str
     method: str
     bias_method: str
+    control_variate: str
+    cross_fit: bool
     refine: bool
     alpha: float
     early_stopping: bool
@@ -332,9 +354,15 @@ def _flag(value, name):
     return bool(value)
 
 
-def _check_options(activation, task, input_model, init, method, bias_method, refine, alpha, early_stopping,
-                   validation_fraction, n_iter_no_change, ridge, max_iter, n_rounds, callback, blas_threads):
+def _check_options(activation, task, input_model, init, method, bias_method, control_variate, cross_fit, refine,
+                   alpha, early_stopping, validation_fraction, n_iter_no_change, ridge, max_iter, n_rounds, callback,
+                   blas_threads):
     """Every option of fit, checked before any data work."""
+    control_variate = _one_of(control_variate, "control_variate", CONTROL_VARIATES)
+    cross_fit = _flag(cross_fit, "cross_fit")
+    if cross_fit and control_variate == "none":
+        raise ValueError("cross_fit: expected False with control_variate='none' (there is no fitted control "
+                         "variate to cross-fit), got True")
     if blas_threads is not None:
         check_int(blas_threads, "blas_threads", 1)
     if callback is not None and not callable(callback):
@@ -343,7 +371,8 @@ def _check_options(activation, task, input_model, init, method, bias_method, ref
                     input_model if isinstance(input_model, ScoreFunction)
                     else _one_of(input_model, "input_model", INPUT_MODELS), _one_of(init, "init", INITS),
                     _one_of(method, "method", METHODS), _one_of(bias_method, "bias_method", BIAS_METHODS),
-                    _flag(refine, "refine"), _real(alpha, "alpha", 0.0), _flag(early_stopping, "early_stopping"),
+                    control_variate, cross_fit, _flag(refine, "refine"), _real(alpha, "alpha", 0.0),
+                    _flag(early_stopping, "early_stopping"),
                     _real(validation_fraction, "validation_fraction", 0.0, 1.0, closed=False),
                     check_int(n_iter_no_change, "n_iter_no_change", 1), _real(ridge, "ridge", 0.0),
                     check_int(max_iter, "max_iter", 0), check_int(n_rounds, "n_rounds", 1), callback)
@@ -501,10 +530,36 @@ def _out_of_core_options(opts):
     for bad, name, value in ((opts.task != "regression", "task", opts.task),
                              (opts.early_stopping, "early_stopping", opts.early_stopping),
                              (not opts.gaussian, "input_model", opts.input_model),
-                             (opts.bias_method == "fourier", "bias_method", opts.bias_method)):
+                             (opts.bias_method == "fourier", "bias_method", opts.bias_method),
+                             (opts.method == "sketch", "method", opts.method)):
         if bad:
             raise ValueError(f"{name}: {value!r} needs the data in memory; X out of core (a memmap, an .npy path, "
                              f"chunks or a dask array) supports the default")
+    # The quadratic control variate and cross-fitting need the whitened rows
+    # (and a split of them) in memory: the control variate of a stream is
+    # the linear one from the statistics pass, or none.
+    if opts.control_variate == "quadratic":
+        raise ValueError("control_variate: 'quadratic' needs the data in memory; X out of core (a memmap, an .npy "
+                         "path, chunks or a dask array) supports 'linear' (the default) and 'none'")
+    if opts.cross_fit:
+        raise ValueError("cross_fit: True needs the data in memory; X out of core (a memmap, an .npy path, "
+                         "chunks or a dask array) supports False (the default)")
+
+
+def _streamed_control_record(opts, stats, w, theta_hat, y_scale, standard):
+    """``diagnostics["control_variate"]`` of an out-of-core fit, from the
+    statistics pass: the labels y~ = (y - mean) / scale . theta_hat have
+    variance theta_hat^T Cov(y~) theta_hat, and their residual y~ - x~ . w
+    (w = Cov(x~, y~)) has that minus 2 |w|^2 plus w^T Cov(x~) w (Cov(x~) = I
+    for whitened inputs)."""
+    record = {"kind": opts.control_variate, "cross_fit": False, "quadratic_dimension": None, "features": None}
+    ratio = 1.0
+    if opts.control_variate == "linear":
+        var = float(theta_hat @ (stats.y_cov / np.outer(y_scale, y_scale)) @ theta_hat)
+        explained = 2 * float(w @ w) - float(w @ (stats.cov @ w if standard else w))
+        ratio = max(var - explained, 0.0) / var if var > 0 else 1.0
+    record.update(variance_ratio=ratio, variance_ratio_second=ratio)
+    return record
 
 
 def _fit(X, y, n_hidden, opts, random_state, block_rows):
@@ -591,7 +646,12 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows):
         Xsb = Xb if standard else inputs.transform(Xb)
         return np.ascontiguousarray(Xsb, dtype=np.float64), (Yb.reshape(Xb.shape[0], -1) - y_mean) / y_scale
 
-    def residual(Xsb, Ysb):
+    # Out of core the moments' labels are the residual as streamed (no
+    # control variate for control_variate="none"); in memory, r_t is the
+    # linear residual and fastten._control replaces it if asked.
+    w_streamed = np.zeros_like(w) if source is not None and opts.control_variate == "none" else w
+
+    def residual(Xsb, Ysb, w=w):
         return np.ascontiguousarray((Ysb - centre) @ theta_hat - Xsb @ w)
 
     def moment_rows(Xsb, rb):
@@ -620,8 +680,12 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows):
             op = DataMoment.from_source(ArraySource(X_t, r_t32, block_rows), r, counter, y=r_t32)
     else:
         rows = Mapped(source, standardised)
-        op = DataMoment.from_source(Mapped(source, lambda Xb, Yb: (lambda a, b: moment_rows(a, residual(a, b)))(
-            *standardised(Xb, Yb))), r, counter)
+
+        def streamed_moment_rows(Xb, Yb):
+            Xsb, Ysb = standardised(Xb, Yb)
+            return moment_rows(Xsb, residual(Xsb, Ysb, w_streamed))
+
+        op = DataMoment.from_source(Mapped(source, streamed_moment_rows), r, counter)
         # The stages that need rows rather than sums (the units' scales and
         # biases, the refinement, the final checks) run on rows gathered in
         # one pass: all of them when they fit the refinement's two
@@ -644,6 +708,21 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows):
     score_record = None
     if not opts.gaussian:
         op, score_record = _score_moment(opts, inputs, Z, r_t, rng)
+    if source is None:
+        # The control variate (fastten._control): the default, the in-sample
+        # linear residual r_t, costs nothing more; the others replace the
+        # operator's labels (orders >= 3, and order 2 separately).
+        control = control_labels(op, Xs if opts.gaussian else Z, y_t, opts.control_variate, opts.cross_fit,
+                                 k_moments, rng, linear=r_t)
+        if control.higher is not r_t or control.second is not r_t:
+            if opts.gaussian:  # the passes of the tensor stage go on being counted in the fit's counter
+                op = op._restricted(None, control.higher, control.second, counter=counter)
+            else:
+                op = op._restricted(None, control.higher, control.second)
+        control_record, control_passes = control.record, control.passes
+    else:
+        control_record, control_passes = _streamed_control_record(opts, stats, w, theta_hat, y_scale, standard), 0
+    counter.count("control_variate", control_passes)
     if opts.init == "tensor":
         directions = tensor_directions(op, k_moments, opts.method, rng)
         if not opts.gaussian:
@@ -767,6 +846,7 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows):
         "inputs": inputs.to_dict(),
         "input_model": opts.input_model if isinstance(opts.input_model, str) else "score",
         "score": score_record,
+        "control_variate": control_record,
         **directions.to_dict(),
         "suggested_n_hidden": sub.supported if sub is not None else None,
         "bias_method": bias_method,

@@ -212,6 +212,12 @@ class DataMoment(TensorOperator):
     ``DataMoment.from_source`` reads the rows from a stream of blocks
     instead (the fit's out-of-core route).
 
+    ``y2`` holds the labels of the second-order contractions
+    (``second_moment_dot``); it is ``y`` unless an internal caller gives the
+    second moment a control-variate residual of its own, as a second source
+    of the same rows (``fastten._control``: the quadratic control variate
+    changes E[r S2]).
+
     Parameters
     ----------
     X : array_like, shape (n, d)
@@ -229,10 +235,9 @@ class DataMoment(TensorOperator):
         X = check_samples(X)
         y = check_labels(y, X.shape[0], X.dtype)
         self._start(ArraySource(X, y), X.shape[1], y)
-        self.X = X
 
     @classmethod
-    def from_source(cls, source, dim, counter=None, stage="tensor", y=None):
+    def from_source(cls, source, dim, counter=None, stage="tensor", y=None, source2=None, y2=None):
         """The moment of rows read from a stream of blocks (the fit's out-of-core route).
 
         Nothing is read here. The blocks are trusted: each is expected
@@ -261,6 +266,11 @@ class DataMoment(TensorOperator):
             The stage the passes are counted under in ``counter``.
         y : numpy.ndarray, shape (n,), optional
             The labels of all the rows, in order, if the caller has them.
+        source2 : object, optional
+            The same rows with the second order's labels (the control
+            variate may differ by order: ``fastten._control``); None: ``source``.
+        y2 : numpy.ndarray, shape (n,), optional
+            Those labels, if the caller has them.
 
         Returns
         -------
@@ -268,14 +278,45 @@ class DataMoment(TensorOperator):
             The operator; contractions read ``source`` once each.
         """
         op = cls.__new__(cls)
-        op._start(source, dim, y, counter, stage)
+        op._start(source, dim, y, counter, stage, source2, y2)
         return op
 
-    def _start(self, source, dim, y, counter=None, stage="tensor"):
+    def _start(self, source, dim, y, counter=None, stage="tensor", source2=None, y2=None):
         self.source, self.dim, self._y = source, dim, y
+        self.source2, self._y2 = source2, y2
         self.counter = PassCounter() if counter is None else counter
         self.stage = stage
         self._counted = 0
+
+    def _restricted(self, rows, y, y2=None, counter=None):
+        """For internal callers: the moment of the same rows at ``rows``
+        (sorted indices; None: all of them) with labels y (n_rows,), and y2
+        for the second order (None: y), passes counted in ``counter`` (None:
+        a counter of its own). Needs the rows in memory (an ``ArraySource``);
+        labels are cast to the rows' dtype, as the kernels want."""
+        X = self._rows()
+        if rows is not None:
+            X = X[rows]
+        y = np.ascontiguousarray(y, dtype=X.dtype)
+        source2 = None
+        if y2 is not None:
+            y2 = np.ascontiguousarray(y2, dtype=X.dtype)
+            source2 = ArraySource(X, y2, self.source.block_rows)
+        return DataMoment.from_source(ArraySource(X, y, self.source.block_rows), self.dim, counter, self.stage,
+                                      y=y, source2=source2, y2=y2)
+
+    @property
+    def X(self):
+        """The rows (n, d) when they are in memory (``method="sketch"``
+        hashes them); a ``TypeError`` for rows read from a stream."""
+        return self._rows()
+
+    def _rows(self):
+        """The rows (n, d) when they are in memory."""
+        if not isinstance(self.source, ArraySource):
+            raise TypeError(f"DataMoment: the rows are read from a {type(self.source).__name__}, not held in "
+                            f"memory")
+        return self.source.X
 
     @property
     def passes(self):
@@ -295,13 +336,27 @@ class DataMoment(TensorOperator):
             self._y = np.concatenate(each_block(self.source, lambda X, y: y))
         return self._y
 
+    @property
+    def y2(self):
+        """numpy.ndarray, shape (n,): the labels of the second-order moment.
+
+        ``y`` unless the operator was built with ``source2``; then given, or
+        gathered from it in one (counted) pass on first access and kept.
+        """
+        if self.source2 is None:
+            return self.y
+        if self._y2 is None:
+            self._count()
+            self._y2 = np.concatenate(each_block(self.source2, lambda X, y: y))
+        return self._y2
+
     def _count(self):
         self._counted += 1
         self.counter.count(self.stage)
 
-    def _pass(self, acc):
+    def _pass(self, acc, source=None):
         self._count()
-        return run_pass(self.source, acc).result()
+        return run_pass(self.source if source is None else source, acc).result()
 
     def iuu(self, U):
         return self._pass(A.ThirdMomentIUU(U, check=False))
@@ -313,7 +368,7 @@ class DataMoment(TensorOperator):
         return self._pass(A.ThirdMomentSliceDot(theta, Omega, check=False))
 
     def second_moment_dot(self, Omega):
-        """The second cross-moment times a matrix, E[y S2] Omega, in one pass.
+        """The second cross-moment times a matrix, E[y2 S2] Omega, in one pass.
 
         Not part of the third-order protocol; the ``"auto"`` method of
         :func:`fastten.decompose` uses it to decide whether to whiten.
@@ -326,9 +381,10 @@ class DataMoment(TensorOperator):
         Returns
         -------
         numpy.ndarray, shape (d, m)
-            (1/n) sum_i y_i (x_i x_i^T - I) Omega.
+            (1/n) sum_i y2_i (x_i x_i^T - I) Omega (``y2`` is ``y`` unless a
+            control variate gave the second order labels of its own).
         """
-        return self._pass(A.SecondMomentDot(Omega, check=False))
+        return self._pass(A.SecondMomentDot(Omega, check=False), self.source2)
 
     def project(self, W):
         return self._pass(A.ProjectedMoment(W, 3, check=False))

@@ -853,10 +853,19 @@ class ScoreMoment(TensorOperator):
         op._set(Psi, dPsi, d2Psi, y)
         return op
 
-    def _set(self, Psi, dPsi, d2Psi, y):
+    def _set(self, Psi, dPsi, d2Psi, y, y2=None):
         self.Psi, self.dPsi, self.d2Psi, self.y = Psi, dPsi, d2Psi, y
+        self.y2 = y if y2 is None else y2  # labels of the second order, as in DataMoment
         self.dim = Psi.shape[1]
         self.passes = 0
+
+    def _restricted(self, rows, y, y2=None):
+        """The moment of the same inputs at ``rows`` (None: all of them) with
+        labels y (and y2 for the second order), for internal callers."""
+        op = ScoreMoment.__new__(ScoreMoment)
+        pick = (lambda a: a) if rows is None else (lambda a: np.ascontiguousarray(a[rows]))
+        op._set(pick(self.Psi), pick(self.dPsi), pick(self.d2Psi), y, y2)
+        return op
 
     def _pass(self, kernel, data, shape, *vectors, mean=True):
         self.passes += 1
@@ -878,9 +887,11 @@ class ScoreMoment(TensorOperator):
         return self._pass(KS.score_t3_slice_dot_acc, self._order3, Omega.shape, np.ravel(theta), Omega)
 
     def second_moment_dot(self, Omega):
-        """The second cross-moment times a matrix, E[y S2] Omega, in one pass.
+        """The second cross-moment times a matrix, E[y2 S2] Omega, in one pass.
 
-        Not part of the third-order protocol.
+        Not part of the third-order protocol. ``y2`` is ``y`` unless the
+        quadratic control variate gave the second order labels of its own
+        (``fastten._control``).
 
         Parameters
         ----------
@@ -890,9 +901,9 @@ class ScoreMoment(TensorOperator):
         Returns
         -------
         numpy.ndarray, shape (d, m)
-            E[y S2] Omega.
+            E[y2 S2] Omega.
         """
-        return self._pass(KS.score_s2_dot_acc, (self.Psi, self.dPsi, self.y), Omega.shape, Omega)
+        return self._pass(KS.score_s2_dot_acc, (self.Psi, self.dPsi, self.y2), Omega.shape, Omega)
 
     def uuu_samples(self, U):
         """The third score function of every sample along each u, in one pass.

@@ -396,3 +396,20 @@ def test_real_alpha_grid_refits_with_the_alpha_that_scores_best_on_the_inner_spl
     assert record["inner_scores"] == {"0.0001": 0.3, "0.01": 0.7, "1.0": 0.3}
     no_alpha = real.fit_selected("fastten", "classification", 4, dict(settings, fastten_options=[]), X, y, X, y, 0)
     assert no_alpha["alpha"] is None and no_alpha["inner_scores"] == {}  # nothing to choose: one fit
+
+
+def test_bench_moments_population_reference_matches_the_dense_one():
+    from bench import moments
+
+    from fastten.datasets import make_planted_network
+
+    from . import reference
+
+    net = make_planted_network(10, 6, 3, random_state=0)
+    W = np.linalg.qr(np.random.default_rng(0).standard_normal((6, 4)))[0]
+    got = moments.population_projected(net, W)
+    for order, M in zip((2, 3, 4), got):
+        dense = reference.population_moment(net.A1, net.b1, net.a2, "sigmoid", order)
+        want = np.einsum(dense, list(range(order)), *[a for i in range(order) for a in (W, [i, order + i])],
+                         list(range(order, 2 * order)))
+        np.testing.assert_allclose(M, want, rtol=1e-9, atol=1e-12)

@@ -243,6 +243,12 @@ def test_bad_input(args, kwargs, error, match):
     ({"max_iter": -1}, ValueError, r"max_iter: expected an integer"),
     ({"n_rounds": 0}, ValueError, r"n_rounds: expected an integer"),
     ({"task": None}, ValueError, r"task: expected one of"),
+    ({"control_variate": "cubic"}, ValueError,
+     r"control_variate: expected one of \('none', 'linear', 'quadratic'\), got 'cubic'"),
+    ({"control_variate": None}, ValueError, r"control_variate: expected one of .*, got None"),
+    ({"cross_fit": "yes"}, TypeError, r"cross_fit: expected True or False, got 'yes'"),
+    ({"cross_fit": True, "control_variate": "none"}, ValueError,
+     r"cross_fit: expected False with control_variate='none' .*, got True"),
 ])
 def test_options_are_checked_before_the_data(kwargs, error, match):
     # The data are not even an array: an option error must come first.
