@@ -41,7 +41,8 @@ class _NNLiftBase(BaseEstimator):
 
     def __init__(self, n_hidden=10, *, activation="sigmoid", input_model="gaussian", init="tensor", method="auto",
                  bias_method="moments", refine=True, alpha=0.0, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, ridge=1e-8, max_iter=50, n_rounds=6, random_state=None, blas_threads=1):
+                 n_iter_no_change=10, ridge=1e-8, max_iter=50, n_rounds=6, random_state=None, blas_threads=1,
+                 verbose=0):
         self.n_hidden = n_hidden
         self.activation = activation
         self.input_model = input_model
@@ -58,6 +59,7 @@ class _NNLiftBase(BaseEstimator):
         self.n_rounds = n_rounds
         self.random_state = random_state
         self.blas_threads = blas_threads
+        self.verbose = verbose
 
     def _fit_network(self, X, y, task):
         """Run ``fastten.fit`` on checked data and set the fitted attributes."""
@@ -129,6 +131,10 @@ numpy.random.RandomState, default None
         from it.
     blas_threads : int or None, default 1
         As in ``fastten.fit``.
+    verbose : int >= 0 or bool, default 0
+        As in ``fastten.fit``: 0 silent, 1 a message per stage and
+        refinement round (and a tqdm bar over the refinement iterations
+        when tqdm is installed), 2 also one per refinement iteration.
 
     Attributes
     ----------
@@ -240,6 +246,8 @@ default "auto"
 numpy.random.RandomState, default None
         As in ``NNLiftRegressor``.
     blas_threads : int or None, default 1
+        As in ``NNLiftRegressor``.
+    verbose : int >= 0 or bool, default 0
         As in ``NNLiftRegressor``.
 
     Attributes
