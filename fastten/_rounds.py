@@ -150,7 +150,7 @@ def restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, skip, rng, full=None):
 
 
 def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge, rng, on_step, stopped,
-                   rounds, stages, *, alpha=0.0, loss="squared"):
+                   rounds, stages, *, alpha=0.0, loss="squared", report=None):
     """Levenberg-Marquardt rounds on a subsample of rows, then on all rows.
 
     ``alpha`` and ``loss`` as in ``_refine.refine``. Restarts between rounds
@@ -158,7 +158,9 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
     one round per stage. Appends a record per round (first stage) and per
     stage to ``rounds`` and ``stages``; a round's record keeps its
     objective after every accepted step (``losses``, starting value first:
-    ``fastten.plot.loss_curve``). Returns the best network found.
+    ``fastten.plot.loss_curve``). ``report(kind, record, rows)``, if given,
+    is called with each record as it is appended (kind "round" or "stage")
+    and the rows it used. Returns the best network found.
     """
     n, d = Xs.shape
     k, m = A2.shape
@@ -210,6 +212,8 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
             rounds.append({"stage": index, "iterations": res.n_iter, "cg": res.n_cg, "loss": objective, "mse": mse,
                            "validation_loss": score if score is not objective else None,
                            "converged": res.converged, "losses": [float(v) for v in res.losses]})
+            if report is not None:
+                report("round", rounds[-1], rows_r)
             # Two rounds in a row that do not beat the best by 0.1% end the
             # rounds (on noisy labels the first round usually ends at the
             # optimum, and the next two confirm it); each failure re-seeds
@@ -229,6 +233,8 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
         _, A1, b1, A2, b2, converged, objective, mse = best
         record.update(loss=objective, mse=mse, converged=converged)
         stages.append(record)
+        if report is not None:
+            report("stage", record, rows_r)
         if stopped():
             break
     return A1, b1, A2, b2

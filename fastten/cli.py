@@ -121,7 +121,7 @@ def _cmd_fit(args, out):
                 refine=args.refine, alpha=args.alpha, early_stopping=args.early_stopping,
                 validation_fraction=args.validation_fraction, n_iter_no_change=args.n_iter_no_change,
                 ridge=args.ridge, max_iter=args.max_iter, n_rounds=args.n_rounds, random_state=args.random_state,
-                blas_threads=args.blas_threads)
+                blas_threads=args.blas_threads, verbose=min(args.verbose, 2))
     seconds = time.perf_counter() - start
     model.save(args.output)
     for line in _fit_summary(model, table, seconds, args.output):
@@ -272,7 +272,7 @@ def _cmd_demo(args, out):
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
     result = demo.run(n=sizes.get("n_samples", 100_000), d=sizes.get("n_features", 50),
-                      k=sizes.get("n_hidden", 10), seed=args.random_state)
+                      k=sizes.get("n_hidden", 10), seed=args.random_state, verbose=min(args.verbose, 2))
     for line in demo.summary(result):
         print(line, file=out)
     if args.output is not None:
@@ -302,7 +302,9 @@ def _parser():
                "'Command line'.")
     parser.add_argument("--version", action="version", version=f"fastten {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log fastten's progress on stderr (-vv: debug messages)")
+                        help="log fastten's progress on stderr: fit's stages and refinement rounds, with a bar "
+                             "over the refinement iterations when tqdm is installed (fit's verbose=1; -vv: every "
+                             "refinement iteration (verbose=2) and debug messages)")
     parser.add_argument("--traceback", action="store_true",
                         help="let an error propagate with its Python traceback (for debugging)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -23,13 +23,14 @@ from .datasets import make_planted_network
 from .nnlift import fit
 
 
-def run(n=100_000, d=50, k=10, seed=0):
+def run(n=100_000, d=50, k=10, seed=0, verbose=0):
     """Plant a sigmoid network, fit it, and measure the recovery.
 
     Returns a dict: the problem (``n``, ``d``, ``k``), ``seconds`` (the fit,
     compilation excluded), ``worst_cos`` (worst |cos| between matched fitted
     and planted first-layer weights), ``relative_test_mse`` (test MSE against
     the noise-free outputs over their variance) and the fitted ``model``.
+    ``verbose`` is the timed fit's (``fastten.fit``).
     Warnings of the timed fit reach the caller; the warm-up's are ignored.
     """
     net = make_planted_network(n, d, k, random_state=seed)
@@ -39,7 +40,7 @@ def run(n=100_000, d=50, k=10, seed=0):
         fit(warm.X, warm.y, 2, random_state=seed)
 
     start = time.perf_counter()
-    model = fit(net.X, net.y, k, random_state=seed)
+    model = fit(net.X, net.y, k, random_state=seed, verbose=verbose)
     elapsed = time.perf_counter() - start
 
     unit = model.A1 / np.linalg.norm(model.A1, axis=0)

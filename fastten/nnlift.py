@@ -42,6 +42,7 @@ import numpy as np
 from ._control import CONTROL_VARIATES, control_labels
 from ._directions import VISIBLE_Z, initial_units, random_directions, tensor_directions, third_moment_z
 from ._inputs import Standardiser
+from ._progress import Progress, check_verbose
 from ._output import softmax_output
 from ._random import check_random_state
 from ._rounds import SUBSAMPLE_PER_PARAMETER, SUBSAMPLE_ROWS, network_loss, output_loss, refine_network, \
@@ -113,7 +114,7 @@ def _plain(value):
 def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model="gaussian", init="tensor",
         method="auto", bias_method="moments", control_variate="linear", cross_fit=False, refine=True, alpha=0.0,
         early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, ridge=1e-8, max_iter=50, n_rounds=6,
-        random_state=None, callback=None, blas_threads=1, block_rows=BLOCK_ROWS):
+        random_state=None, callback=None, blas_threads=1, block_rows=BLOCK_ROWS, verbose=0):
     """Fit f(x) = a2^T sigma(A1^T x + b1) + b2 to (X, y) by the method of moments.
 
     NN-LIFT's tensor stage starts the network, a Levenberg-Marquardt
@@ -253,6 +254,18 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         memory-mapped files; chunks and dask arrays keep their own chunk
         sizes). A memory-mapped pass holds about one block of the file in
         memory.
+    verbose : int >= 0 or bool, default 0
+        0 (False): silent. 1 (True): a message after each stage
+        (standardise, tensor stage, output layer, refinement) with its time,
+        and the loss once there is a network; one after each refinement
+        round and stage (rows, iterations, loss, converged); one at the end
+        with the total time and training loss. 2: also one per accepted
+        refinement iteration. The messages are INFO records of the
+        ``fastten`` logger when it would show them (enabled for INFO, a
+        handler configured); otherwise they are written to ``sys.stderr``
+        by a handler of the fit's own (no logger is changed). With tqdm
+        installed (``pip install fastten[progress]``) a bar also counts the
+        refinement iterations on stderr. docs/api.md, "Progress".
 
     Returns
     -------
@@ -295,8 +308,9 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
                              refine, alpha, early_stopping, validation_fraction, n_iter_no_change, ridge, max_iter,
                              n_rounds, callback, blas_threads)
     check_int(block_rows, "block_rows", 1)
-    with _blas_limit(blas_threads):
-        return _fit(X, y, n_hidden, options, random_state, block_rows)
+    verbose = check_verbose(verbose)
+    with _blas_limit(blas_threads), Progress(verbose) as progress:
+        return _fit(X, y, n_hidden, options, random_state, block_rows, progress)
 
 
 @dataclass(frozen=True)
@@ -562,7 +576,7 @@ def _streamed_control_record(opts, stats, w, theta_hat, y_scale, standard):
     return record
 
 
-def _fit(X, y, n_hidden, opts, random_state, block_rows):
+def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
     start = time.perf_counter()
     source, single = _open_source(X, y, block_rows)
     counter = PassCounter()
@@ -577,8 +591,9 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows):
     activation = opts.activation
     times, notes = {}, []
 
-    def lap(stage):
+    def lap(stage, loss=None):
         times[stage] = time.perf_counter() - start - sum(times.values())
+        progress.stage(stage, times[stage], loss)
 
     def note(message, category=UserWarning):
         notes.append(message)
@@ -748,7 +763,8 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows):
                                    stage="output_layer").result(opts.ridge + opts.alpha / n)
     if opts.loss == "softmax":
         A2, b2 = softmax_output(derivative(activation, Xs @ A1 + b1, 0), Ys, opts.alpha, rng=rng)
-    lap("output_layer")
+    loss0 = network_loss(Xs, Ys, A1, b1, A2, b2, activation, opts.loss) if opts.callback or progress.active else None
+    lap("output_layer", loss0)
 
     def network(A1, b1, A2, b2, diagnostics):
         A1_out, b1_out = inputs.network(A1, b1)
@@ -773,6 +789,7 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows):
     def on_step(A1, b1, A2, b2, loss):
         nonlocal stopped
         steps[0] += 1
+        progress.step(loss)
         if stopper is not None and stopper.step(A1, b1, A2, b2):
             stopped = True
         if opts.callback is not None:
@@ -780,17 +797,17 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows):
         return stopped
 
     if opts.callback is not None:
-        loss0 = network_loss(Xs, Ys, A1, b1, A2, b2, activation, opts.loss)
         stopped = bool(opts.callback(network(A1, b1, A2, b2, {}), info("init", loss0)))
 
     # 5. Refinement rounds (fastten._rounds).
     rounds, stages = [], []
     refining = opts.refine and opts.max_iter and not stopped
     if refining:
-        hook = on_step if (opts.callback or stopper) else None
+        hook = on_step if (opts.callback or stopper or progress.active) else None
+        progress.begin_refinement()
         A1, b1, A2, b2 = refine_network(Xs, Ys, A1, b1, A2, b2, activation, opts.max_iter, opts.n_rounds,
                                         opts.ridge, rng, hook, lambda: stopped, rounds, stages, alpha=opts.alpha,
-                                        loss=opts.loss)
+                                        loss=opts.loss, report=progress.record)
         if stopper is not None and stopper.best is not None:
             A1, b1, A2, b2 = stopper.best
         # In passes over all n rows: a pass over the subsample counts rows / n.
@@ -839,6 +856,7 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows):
         note(f"units {unseen} have no detectable third moment (|z| < {VISIBLE_Z}): the tensor stage cannot "
              f"identify them from these {n} samples; use refine=True or more samples", IdentifiabilityWarning)
     times["total"] = time.perf_counter() - start
+    progress.done(times["total"], final_loss)
     sub = directions.subspace
     diagnostics = {
         "init": opts.init,

@@ -41,7 +41,8 @@ class _NNLiftBase(BaseEstimator):
 
     def __init__(self, n_hidden=10, *, activation="sigmoid", input_model="gaussian", init="tensor", method="auto",
                  bias_method="moments", refine=True, alpha=0.0, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, ridge=1e-8, max_iter=50, n_rounds=6, random_state=None, blas_threads=1):
+                 n_iter_no_change=10, ridge=1e-8, max_iter=50, n_rounds=6, random_state=None, blas_threads=1,
+                 verbose=0):
         self.n_hidden = n_hidden
         self.activation = activation
         self.input_model = input_model
@@ -58,6 +59,7 @@ class _NNLiftBase(BaseEstimator):
         self.n_rounds = n_rounds
         self.random_state = random_state
         self.blas_threads = blas_threads
+        self.verbose = verbose
 
     def _fit_network(self, X, y, task):
         """Run ``fastten.fit`` on checked data and set the fitted attributes."""
@@ -92,15 +94,47 @@ class NNLiftRegressor(RegressorMixin, _NNLiftBase):
         inputs have dimensions (``diagnostics_["suggested_n_hidden"]`` is how
         many they support); the others start at random and only the
         refinement trains them.
-    activation, input_model, init, method, bias_method, refine, alpha, \
-early_stopping, validation_fraction, n_iter_no_change, ridge, max_iter, \
-n_rounds, blas_threads
-        As in ``fastten.fit`` (same defaults), which checks them when
-        ``fit`` is called.
-    random_state : None, int, numpy.random.Generator or numpy.random.RandomState
+    activation : str or fastten.activations.Activation, default "sigmoid"
+        As in ``fastten.fit``, which checks this and the options below when
+        ``fit`` is called (same defaults).
+    input_model : {"gaussian", "standard", "product"} or ScoreFunction, \
+default "gaussian"
+        As in ``fastten.fit``.
+    init : {"tensor", "random"}, default "tensor"
+        As in ``fastten.fit``.
+    method : {"auto", "orthogonal", "nonorthogonal", "power", "sketch"}, \
+default "auto"
+        As in ``fastten.fit``.
+    bias_method : {"moments", "fourier", "zero"}, default "moments"
+        As in ``fastten.fit``.
+    refine : bool, default True
+        As in ``fastten.fit``.
+    alpha : float, default 0.0
+        As in ``fastten.fit``: the L2 penalty of the refinement.
+    early_stopping : bool, default False
+        As in ``fastten.fit``.
+    validation_fraction : float, default 0.1
+        As in ``fastten.fit``; used with early_stopping.
+    n_iter_no_change : int, default 10
+        As in ``fastten.fit``; used with early_stopping.
+    ridge : float, default 1e-8
+        As in ``fastten.fit``: the penalty of the initial output layer.
+    max_iter : int, default 50
+        As in ``fastten.fit``: Levenberg-Marquardt iterations per round and
+        stage.
+    n_rounds : int, default 6
+        As in ``fastten.fit``: refinement rounds on the subsample.
+    random_state : None, int, numpy.random.Generator or \
+numpy.random.RandomState, default None
         Drives every random choice of the fit. A RandomState (scikit-learn's
         legacy convention) is turned into a Generator seeded by one draw
         from it.
+    blas_threads : int or None, default 1
+        As in ``fastten.fit``.
+    verbose : int >= 0 or bool, default 0
+        As in ``fastten.fit``: 0 silent, 1 a message per stage and
+        refinement round (and a tqdm bar over the refinement iterations
+        when tqdm is installed), 2 also one per refinement iteration.
 
     Attributes
     ----------
@@ -123,15 +157,41 @@ n_rounds, blas_threads
     """
 
     def fit(self, X, y):
-        """Fit the network to X (n_samples, n_features) and y (n_samples,)
-        or (n_samples, n_outputs). Returns self."""
+        """Fit the network to the data.
+
+        Parameters
+        ----------
+        X : array_like or pandas.DataFrame, shape (n_samples, n_features)
+            Real features, at least two rows; checked by scikit-learn's
+            ``validate_data`` (which records ``n_features_in_`` and, for a
+            DataFrame with string column names, ``feature_names_in_``).
+        y : array_like, shape (n_samples,) or (n_samples, n_outputs)
+            Numeric targets; with two dimensions the network has n_outputs
+            outputs.
+
+        Returns
+        -------
+        NNLiftRegressor
+            self, fitted.
+        """
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True,
                              ensure_min_samples=2)
         return self._fit_network(X, y, "regression")
 
     def predict(self, X):
-        """The network's outputs: (n_samples,), or (n_samples, n_outputs) when
-        y had two dimensions."""
+        """The network's outputs at the rows of X.
+
+        Parameters
+        ----------
+        X : array_like or pandas.DataFrame, shape (n_samples, n_features)
+            The features the estimator was fitted on (same number, and same
+            names for a DataFrame).
+
+        Returns
+        -------
+        ndarray, shape (n_samples,) or (n_samples, n_outputs)
+            The predictions; two-dimensional when y had two dimensions.
+        """
         return self._outputs(X)
 
     def __sklearn_tags__(self):
@@ -146,9 +206,49 @@ class NNLiftClassifier(ClassifierMixin, _NNLiftBase):
     (``fastten.fit`` with ``task="classification"``), as a scikit-learn
     classifier.
 
+    Every class needs at least two samples.
+
     Parameters
     ----------
-    As ``NNLiftRegressor``. Every class needs at least two samples.
+    n_hidden : int >= 1, default 10
+        As in ``NNLiftRegressor``.
+    activation : str or fastten.activations.Activation, default "sigmoid"
+        As in ``NNLiftRegressor``.
+    input_model : {"gaussian", "standard", "product"} or ScoreFunction, \
+default "gaussian"
+        As in ``NNLiftRegressor``.
+    init : {"tensor", "random"}, default "tensor"
+        As in ``NNLiftRegressor``.
+    method : {"auto", "orthogonal", "nonorthogonal", "power", "sketch"}, \
+default "auto"
+        As in ``NNLiftRegressor``.
+    bias_method : {"moments", "fourier", "zero"}, default "moments"
+        As in ``NNLiftRegressor``.
+    refine : bool, default True
+        As in ``NNLiftRegressor``.
+    alpha : float, default 0.0
+        As in ``NNLiftRegressor``; the penalty is added to the mean
+        cross-entropy.
+    early_stopping : bool, default False
+        As in ``NNLiftRegressor``; the held-out rows are stratified by
+        class.
+    validation_fraction : float, default 0.1
+        As in ``NNLiftRegressor``.
+    n_iter_no_change : int, default 10
+        As in ``NNLiftRegressor``.
+    ridge : float, default 1e-8
+        As in ``NNLiftRegressor``.
+    max_iter : int, default 50
+        As in ``NNLiftRegressor``.
+    n_rounds : int, default 6
+        As in ``NNLiftRegressor``.
+    random_state : None, int, numpy.random.Generator or \
+numpy.random.RandomState, default None
+        As in ``NNLiftRegressor``.
+    blas_threads : int or None, default 1
+        As in ``NNLiftRegressor``.
+    verbose : int >= 0 or bool, default 0
+        As in ``NNLiftRegressor``.
 
     Attributes
     ----------
@@ -165,8 +265,24 @@ class NNLiftClassifier(ClassifierMixin, _NNLiftBase):
     """
 
     def fit(self, X, y):
-        """Fit the network to X (n_samples, n_features) and class labels y
-        (n_samples,). Returns self."""
+        """Fit the network to the data.
+
+        Parameters
+        ----------
+        X : array_like or pandas.DataFrame, shape (n_samples, n_features)
+            Real features, at least two rows; checked by scikit-learn's
+            ``validate_data`` (which records ``n_features_in_`` and, for a
+            DataFrame with string column names, ``feature_names_in_``).
+        y : array_like, shape (n_samples,)
+            Class labels of any type scikit-learn accepts for
+            classification, at least two classes of at least two samples
+            each.
+
+        Returns
+        -------
+        NNLiftClassifier
+            self, fitted.
+        """
         X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
         check_classification_targets(y)
         self._fit_network(X, y, "classification")
@@ -174,20 +290,53 @@ class NNLiftClassifier(ClassifierMixin, _NNLiftBase):
         return self
 
     def decision_function(self, X):
-        """The logits, (n_samples, n_classes); for two classes the logit of
-        ``classes_[1]`` against ``classes_[0]``, (n_samples,), as scikit-learn's
-        binary classifiers return it."""
+        """The network's logits at the rows of X.
+
+        Parameters
+        ----------
+        X : array_like or pandas.DataFrame, shape (n_samples, n_features)
+            The features the estimator was fitted on.
+
+        Returns
+        -------
+        ndarray, shape (n_samples, n_classes) or (n_samples,)
+            One logit per class; for two classes the logit of
+            ``classes_[1]`` against ``classes_[0]``, (n_samples,), as
+            scikit-learn's binary classifiers return it.
+        """
         F = self._outputs(X)
         return F[:, 1] - F[:, 0] if F.shape[1] == 2 else F
 
     def predict_proba(self, X):
-        """The probabilities of ``classes_``, (n_samples, n_classes): the
-        softmax of the logits."""
+        """The class probabilities at the rows of X.
+
+        Parameters
+        ----------
+        X : array_like or pandas.DataFrame, shape (n_samples, n_features)
+            The features the estimator was fitted on.
+
+        Returns
+        -------
+        ndarray, shape (n_samples, n_classes)
+            The probabilities of ``classes_`` (the softmax of the logits);
+            each row sums to one.
+        """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         return self.network_.predict_proba(X)
 
     def predict(self, X):
-        """The most probable class at each row."""
+        """The most probable class at each row of X.
+
+        Parameters
+        ----------
+        X : array_like or pandas.DataFrame, shape (n_samples, n_features)
+            The features the estimator was fitted on.
+
+        Returns
+        -------
+        ndarray, shape (n_samples,)
+            Labels from ``classes_``: the class of the largest logit.
+        """
         F = self._outputs(X)
         return self.classes_[np.argmax(F, axis=1)]

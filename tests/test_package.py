@@ -27,8 +27,9 @@ def test_kernels_release_the_gil():
 
 def test_import_leaves_optional_dependencies_alone():
     # fastten.plot imports Matplotlib only when a helper needs a figure; fit
-    # imports Dask only to read a dask array it is given.
-    code = ("import sys, fastten, fastten.plot, fastten._dask; "
+    # imports Dask only to read a dask array it is given, and tqdm only for
+    # its progress bar (verbose > 0).
+    code = ("import sys, fastten, fastten.plot, fastten._dask, fastten._progress; "
             "print(sorted(m for m in ('matplotlib', 'sklearn', 'tqdm', 'dask', 'distributed') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
