@@ -438,9 +438,6 @@ LOSS_FLOOR = 1e-26
 # 6.5-6.7 s) and at d=50, k=10, n=1e5 (1.0-1.6 s against 1.2-2.2 s), seeds
 # 0-2, equally exact.
 PRECONDITION_BALANCE = 4.0
-# Steps overshooting the per-unit trust region by at most 1 / MIN_STEP_SCALE
-# are cut back to it rather than rejected (refine).
-MIN_STEP_SCALE = 0.5
 # The CG products run on a float32 copy of X from this many entries on
 # (n d); see refine.
 MIXED_PRECISION_MIN = 1 << 20
@@ -485,8 +482,8 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
     after every accepted step for "structured", 10 otherwise).
     ``max_step``: a step that moves some hidden unit's weight vector by more
     than max_step times its norm (at least 0.1 of the largest unit's norm)
-    is cut back to that boundary (``_step_scale``); None or 0: no such
-    limit. ``project`` replaces the output
+    is rejected like one that does not decrease the loss (the damping grows
+    fourfold); None or 0: no such limit. ``project`` replaces the output
     layer by its optimum given the hidden layer after each accepted step
     (ridge regression, or penalised logistic regression for softmax:
     ``fastten._output.softmax_output``); None: for the squared loss only
@@ -584,23 +581,10 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
         # The model's decrease -g.delta - delta.B.delta / 2 (B = J^TJ / n, or
         # J^T H J / n, plus the penalty's alpha / n), with B delta = -g -
         # residual - mu D delta from the CG equations (no extra pass).
-        # A step outside the per-unit trust region (_step_scale) is cut back
-        # to its boundary: the model's decrease along t delta is
-        # -t g.delta - t^2 delta.B.delta / 2.
-        # A step outside the per-unit trust region (_step_scale) is cut back
-        # to its boundary when it overshoots by at most 1 / MIN_STEP_SCALE
-        # (the model's decrease along t delta is -t g.delta -
-        # t^2 delta.B.delta / 2), and rejected, without a pass, when it
-        # overshoots more: cutting back a step that throws one unit far
-        # away would stall the others.
-        t = _step_scale(delta, state.theta, net, max_step) if max_step else 1.0
-        if t < MIN_STEP_SCALE:
-            rho = -1.0
+        predicted = 0.5 * (-(g @ delta) + residual @ delta + mu * (delta * diag) @ delta)
+        if max_step and _too_long(delta, state.theta, net, max_step):
+            rho = -1.0  # outside the trust region: a failed step, without a pass
         else:
-            g_delta = g @ delta
-            curvature = -g_delta - residual @ delta - mu * (delta * diag) @ delta  # delta.B.delta
-            delta *= t
-            predicted = -t * g_delta - 0.5 * t * t * curvature
             trial = _State(X, Y, gauge(state.theta + delta), net, activation, loss, alpha)
             passes += 1
             rho = (state.loss - trial.loss) / predicted if predicted > 0 else -1.0
@@ -633,25 +617,20 @@ def _structured_rows(n, d, k, q):
     return max(2048, min(32 * q, int(PRECONDITION_BALANCE * n * d * k / q ** 2)))
 
 
-def _step_scale(delta, theta, net, max_step):
-    """The largest t <= 1 for which t delta moves no hidden unit's weights
-    A1[:, j] by more than max_step times max(|A1[:, j]|, 0.1 max_i
-    |A1[:, i]|): a trust region per unit. From random starts, Gauss-Newton
-    steps along a unit of small output weight (little damping there) threw
-    it 5-30 times its norm away, into a saturated unit and a local minimum:
-    with the structured preconditioner 2 of 12 random starts at d=50, k=10
-    (8192 rows) reached the optimum, 24 of 24 with this limit
-    (docs/method.md). Such steps were first rejected (the damping grew
-    fourfold and CG solved again); cutting them back instead saved a CG
-    solve per long step (REFINE_TRUNCATION in docs/performance.md)."""
+def _too_long(delta, theta, net, max_step):
+    """Whether delta moves some hidden unit's weights A1[:, j] by more than
+    max_step times max(|A1[:, j]|, 0.1 max_i |A1[:, i]|): a trust region
+    per unit. From random starts, Gauss-Newton steps along a unit of small
+    output weight (little damping there) threw it 5-30 times its norm away,
+    into a saturated unit and a local minimum: with the structured
+    preconditioner 2 of 12 random starts at d=50, k=10 (8192 rows) reached
+    the optimum, 24 of 24 with this limit (docs/method.md)."""
     norms = np.linalg.norm(net.unpack(theta)[0], axis=0)
     largest = norms.max(initial=0.0)
     if not largest > 0:
-        return 1.0
+        return False
     steps = np.linalg.norm(net.unpack(delta)[0], axis=0)
-    limits = max_step * np.maximum(norms, 0.1 * largest)
-    ratio = np.max(steps / limits)
-    return 1.0 / ratio if ratio > 1.0 else 1.0
+    return bool(np.any(steps > max_step * np.maximum(norms, 0.1 * largest)))
 
 
 def _pcg(apply, b, precondition, max_iter, rtol):
