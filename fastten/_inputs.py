@@ -27,6 +27,31 @@ import numpy as np
 # multiplies its rounding error by 1e5 at most.
 RANK_TOL = 1e-10
 
+# Smallest standard deviation of a feature the fit accepts: the weights on a
+# feature scale as 1 / its spread, and below this they would leave the
+# float64 range (about 1e308) once multiplied by the whitened weights.
+MIN_SPREAD = 1e-280
+
+
+def power_of_two_scale(A):
+    """Per column, the power of two c with max |A[:, j]| / c in [1, 2) (1 for
+    a zero column). Dividing by it is exact, so sums of squares computed on
+    A / c neither overflow nor underflow and, times c, equal the unscaled
+    ones bit for bit wherever those were representable."""
+    top = np.abs(A).max(axis=0)
+    return np.where(top > 0, np.ldexp(1.0, np.frexp(top)[1] - 1), 1.0)
+
+
+def mean_and_spread(A):
+    """(mean, standard deviation, c, (A - mean) / c) per column of A (n, m),
+    computed on A / c (``power_of_two_scale``): finite for any finite A."""
+    c = power_of_two_scale(A)
+    Ac = A / c
+    mu = Ac.mean(axis=0)
+    Zc = Ac - mu
+    s = np.sqrt(np.einsum("ij,ij->j", Zc, Zc) / A.shape[0])
+    return mu * c, s * c, c, Zc
+
 
 @dataclass
 class Standardiser:
@@ -55,14 +80,22 @@ class Standardiser:
         standardised features Z (n, len(keep)), the coordinates in which a
         product density factorises."""
         n, d = X.shape
-        mu = X.mean(axis=0)
-        Z = X - mu
-        s = np.sqrt(np.einsum("ij,ij->j", Z, Z) / n)
+        mu, s, c, Zc = mean_and_spread(X)  # on X / c: no overflow or underflow in the squares
         # Constant up to rounding: a spread below 1e-12 of the magnitude.
         constant = ~(s > 1e-12 * np.maximum(np.abs(mu), np.finfo(float).tiny))
         keep = np.flatnonzero(~constant)
+        if keep.size == 0:
+            raise ValueError(f"X: expected at least one feature that varies, got {d} constant feature"
+                             f"{'s' * (d > 1)} (constant up to rounding: spread below 1e-12 of the mean) "
+                             f"over the {n} rows")
+        small = np.flatnonzero(~constant & (s < MIN_SPREAD))
+        if small.size:
+            raise ValueError(f"X: expected features whose standard deviation is 0 or at least {MIN_SPREAD:g} "
+                             f"(the weights on a feature scale as 1 / its spread), got {s[small[0]]:.3g} for "
+                             f"feature {small[0]}: rescale X")
         s = np.where(constant, 1.0, s)
-        Z = Z[:, keep] / s[keep] if constant.any() else Z / s
+        sc = s / c  # the spread in the units of X / c
+        Z = Zc[:, keep] / sc[keep] if constant.any() else Zc / sc
         vals, vecs = np.linalg.eigh(Z.T @ Z / n)
         good = vals > RANK_TOL * vals[-1]
         if good.all():

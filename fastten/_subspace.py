@@ -126,6 +126,8 @@ def _third_moment_range(op, width, steps, exclude, rng):
     d = op.dim
     probes = rng.standard_normal((d, width))
     probes -= exclude @ (exclude.T @ probes)
+    if not np.linalg.norm(probes, axis=0).all():  # exclude spans the space (d = 1): probe anywhere
+        probes = rng.standard_normal((d, width))
     U = None
     for _ in range(steps + 1):
         if U is not None:

@@ -38,14 +38,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._directions import VISIBLE_Z, initial_units, random_directions, tensor_directions, third_moment_z
-from ._inputs import Standardiser
+from ._inputs import Standardiser, power_of_two_scale
 from ._output import softmax_output
 from ._random import check_random_state
 from ._rounds import network_loss, output_loss, refine_network, residual_direction, ridge_output
 from ._subspace import linear_residual
 from ._validation import check_int, check_samples, check_targets
 from .activations import derivative, get_activation
-from .decomposition import METHODS, ConvergenceWarning
+from .decomposition import METHODS, ConvergenceWarning, ZeroTensorError
 from .network import TwoLayerNet
 from .operators import DataMoment
 from .scores import ScoreFunction, ScoreMoment, estimate_product_score
@@ -76,6 +76,15 @@ BIAS_METHODS = ("moments", "fourier", "zero")
 # 2.0 s instead of 3.6 s, with worst |cos| 0.9978-0.9995 against
 # 0.9985-0.9995 from scores fitted on all rows.
 SCORE_ROWS = 20_000
+
+# Bound (exclusive) on alpha and ridge: a penalty near it already drives
+# every weight far below float64 resolution, and beyond it the penalised
+# least-squares solves overflow (their rows carry sqrt(alpha)).
+PENALTY_MAX = 1e100
+
+# Largest |x| accepted with input_model="standard": N(0, I) features never
+# come near it, and the third moment cubes x . u (1e50 cubed is 1e150).
+STANDARD_MAX = 1e50
 
 # Training MSE / Var(y) below which a fit is exact and its residual is not
 # examined for structure.
@@ -200,7 +209,7 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
     """
     options = _check_options(activation, task, input_model, init, method, bias_method, refine, alpha, early_stopping,
                              validation_fraction, n_iter_no_change, ridge, max_iter, n_rounds, callback, blas_threads)
-    with _blas_limit(blas_threads):
+    with _blas_limit(None if blas_threads is None else int(blas_threads)):  # threadpoolctl takes Python ints only
         return _fit(X, y, n_hidden, options, random_state)
 
 
@@ -260,25 +269,23 @@ def _flag(value, name):
 def _check_options(activation, task, input_model, init, method, bias_method, refine, alpha, early_stopping,
                    validation_fraction, n_iter_no_change, ridge, max_iter, n_rounds, callback, blas_threads):
     """Every option of fit, checked before any data work."""
-    if blas_threads is not None:
-        check_int(blas_threads, "blas_threads", 1)
+    if blas_threads is not None:  # threadpoolctl passes it on as a C int
+        check_int(blas_threads, "blas_threads", 1, 2 ** 31 - 1)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected None or a callable, got {type(callback).__name__}")
     return _Options(activation, get_activation(activation), _one_of(task, "task", TASKS),
                     input_model if isinstance(input_model, ScoreFunction)
                     else _one_of(input_model, "input_model", INPUT_MODELS), _one_of(init, "init", INITS),
                     _one_of(method, "method", METHODS), _one_of(bias_method, "bias_method", BIAS_METHODS),
-                    _flag(refine, "refine"), _real(alpha, "alpha", 0.0), _flag(early_stopping, "early_stopping"),
+                    _flag(refine, "refine"), _real(alpha, "alpha", 0.0, PENALTY_MAX), _flag(early_stopping, "early_stopping"),
                     _real(validation_fraction, "validation_fraction", 0.0, 1.0, closed=False),
-                    check_int(n_iter_no_change, "n_iter_no_change", 1), _real(ridge, "ridge", 0.0),
+                    check_int(n_iter_no_change, "n_iter_no_change", 1), _real(ridge, "ridge", 0.0, PENALTY_MAX),
                     check_int(max_iter, "max_iter", 0), check_int(n_rounds, "n_rounds", 1), callback)
 
 
 def _features(X):
     """X as a finite float64 (n, d) array; boolean features become 0/1."""
-    if np.asarray(X).dtype.kind == "b":
-        X = np.asarray(X, dtype=np.float64)
-    return check_samples(X).astype(np.float64, copy=False)
+    return check_samples(X, boolean=True).astype(np.float64, copy=False)
 
 
 def _targets(y, n, task):
@@ -291,15 +298,27 @@ def _targets(y, n, task):
             raise ValueError(f"y: expected labels that vary, got the constant {float(Y[0, constant[0]])!r}"
                              + (f" in output column {constant[0]}" if Y.shape[1] > 1 else ""))
         return Y, single, None
-    labels = np.asarray(y)
+    try:
+        labels = np.asarray(y)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"y: expected a 1-D array of class labels, could not convert it ({exc})") from None
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"y: expected {n} labels (one per row of X) in a 1-D array for "
                          f"task='classification', got shape {labels.shape}")
     if labels.dtype.kind in "iufb":
         check_targets(labels.astype(np.float64), n)  # finiteness
-    elif labels.dtype.kind == "O" and any(label is None for label in labels):
-        raise ValueError("y: expected a class label in every row, got None")
-    classes, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    elif labels.dtype.kind == "c" and not np.isfinite(labels).all():
+        raise ValueError("y: expected finite class labels, got NaN or infinite entries")
+    elif labels.dtype.kind == "O":
+        if any(label is None for label in labels):
+            raise ValueError("y: expected a class label in every row, got None")
+        if any(isinstance(label, numbers.Number) and label != label for label in labels):
+            raise ValueError("y: expected a class label in every row, got NaN")
+    try:
+        classes, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    except TypeError as exc:  # labels of types that do not compare (1 and "a")
+        raise TypeError(f"y: expected class labels that can be sorted (of one type), got labels of types "
+                        f"{sorted({type(label).__name__ for label in labels})} ({exc})") from None
     def label(i):
         value = classes[i]
         return repr(value.item() if isinstance(value, np.generic) else value)
@@ -380,7 +399,10 @@ def _score_moment(opts, inputs, Z, r, rng):
         # fitted on SCORE_ROWS of them, evaluated on all.
         n = Z.shape[0]
         rows = rng.choice(n, size=SCORE_ROWS, replace=False) if n > SCORE_ROWS else slice(None)
-        score = estimate_product_score(Z[rows], rng)
+        try:
+            score = estimate_product_score(Z[rows], rng)
+        except ValueError as exc:  # too few rows, or a feature of too few distinct values
+            raise ValueError(f"X: input_model='product' cannot fit the features' score functions: {exc}") from None
     else:
         score = opts.input_model
     return ScoreMoment(score, Z, r), {"score": repr(score), **(getattr(score, "diagnostics", None) or {})}
@@ -434,14 +456,23 @@ def _fit(X, y, n_hidden, opts, random_state):
                          f"{inputs.rank} of {d} input dimensions")
             logger.info("fit: %s", notes[-1])
     else:
+        top = float(np.abs(X).max())
+        if top > STANDARD_MAX:
+            raise ValueError(f"X: input_model='standard' expects N(0, I) features, got entries up to {top:.3g} "
+                             f"(above {STANDARD_MAX:g}): use input_model='gaussian' to standardise them")
         inputs, Xs = Standardiser.identity(d), X
         passes["standardise"] = 0
     r = inputs.rank
     if opts.task == "regression":
-        y_mean, y_scale = Y.mean(axis=0), Y.std(axis=0)
+        # On Y / c (c a power of two per column: exact) so that labels near
+        # the ends of the float64 range neither overflow nor underflow.
+        c = power_of_two_scale(Y)
+        y_mean, y_scale = np.mean(Y / c, axis=0), np.std(Y / c, axis=0)
+        Ys = (Y / c - y_mean) / y_scale
+        y_mean, y_scale = y_mean * c, y_scale * c
     else:
         y_mean, y_scale = np.zeros(m), np.ones(m)
-    Ys = (Y - y_mean) / y_scale
+        Ys = Y
     lap("standardise")
 
     # 2-3. Directions, then scales, signs and biases (fastten._directions),
@@ -453,8 +484,20 @@ def _fit(X, y, n_hidden, opts, random_state):
     r_t = linear_residual(Xs, y_t)
     k_moments = min(k, r)
     op, score_record = (DataMoment(Xs, r_t), None) if opts.gaussian else _score_moment(opts, inputs, Z, r_t, rng)
-    if opts.init == "tensor":
-        directions = tensor_directions(op, k_moments, opts.method, rng)
+    init, directions = opts.init, None
+    flat = ("the moments of the labels' residual after least squares on [1, x] vanish (labels linear in the "
+            "inputs, or inputs of two distinct values): no moment of order >= 2 sees a direction, and the units "
+            "start from random directions")
+    if init == "tensor" and np.abs(r_t).max() <= 1e-12 * np.abs(y_t).max():
+        note(flat, IdentifiabilityWarning)  # nothing for the tensor stage to decompose
+        init = "random"
+    if init == "tensor":
+        try:
+            directions = tensor_directions(op, k_moments, opts.method, rng)
+        except ZeroTensorError:
+            note(flat, IdentifiabilityWarning)
+            init = "random"
+    if directions is not None:
         if not opts.gaussian:
             # Directions on Z to weights on the whitened x~ (unit norm).
             U = inputs.from_standardised(directions.U)
@@ -497,7 +540,8 @@ def _fit(X, y, n_hidden, opts, random_state):
     def info(stage, loss):
         record = {"stage": stage, "iteration": steps[0], "training_loss": loss}
         if plain_mse:
-            record["training_mse"] = 2 * loss / m * float(np.mean(y_scale ** 2)) if opts.alpha == 0 else None
+            with np.errstate(over="ignore"):  # inf for labels near float64's limit: an MSE beyond its range
+                record["training_mse"] = 2 * loss / m * float(np.mean(y_scale ** 2)) if opts.alpha == 0 else None
         return record
 
     def on_step(A1, b1, A2, b2, loss):
@@ -533,9 +577,16 @@ def _fit(X, y, n_hidden, opts, random_state):
 
     # 6. What the data still say.
     outputs = derivative(activation, Xs @ A1 + b1, 0) @ A2 + b2
-    mse = float(np.mean(((outputs - Ys) * y_scale) ** 2)) if opts.loss == "squared" else None
+    with np.errstate(over="ignore"):  # inf for labels near float64's limit: an MSE beyond its range
+        mse = float(np.mean(((outputs - Ys) * y_scale) ** 2)) if opts.loss == "squared" else None
     final_loss = output_loss(outputs, Ys, opts.loss)
-    exact = opts.loss == "squared" and mse <= EXACT_FIT * np.mean(np.var(Y, axis=0))
+    relative_mse = None
+    if opts.loss == "squared":
+        # Training MSE / Var(y), in standardised units (Var(y) = y_scale^2):
+        # finite wherever the labels are.
+        w = (y_scale / y_scale.max()) ** 2
+        relative_mse = float(np.mean((outputs - Ys) ** 2 * w) / np.mean(w))
+    exact = opts.loss == "squared" and relative_mse <= EXACT_FIT
     structure = None
     if refining and not stopped and opts.loss == "squared" and opts.alpha == 0 and opts.gaussian and not exact:
         # No silent local optimum: a residual that still correlates with the
@@ -545,11 +596,11 @@ def _fit(X, y, n_hidden, opts, random_state):
         if structure >= 1:
             note(f"the residual still correlates with the inputs (its strongest moment direction stands "
                  f"{structure:.1f}x above the noise threshold; training MSE / Var(y) = "
-                 f"{mse / np.mean(np.var(Y, axis=0)):.2e}): the refinement stopped at a local optimum, or "
+                 f"{relative_mse:.2e}): the refinement stopped at a local optimum, or "
                  f"n_hidden={k} units cannot fit these data; try another random_state, more n_rounds or max_iter, "
                  f"or more units", LocalOptimumWarning)
     found = len(directions.kept) + directions.n_joint + directions.n_second
-    if opts.init == "tensor" and found < k_moments:
+    if init == "tensor" and found < k_moments:
         # More units than the moments support (or an activation whose
         # moments vanish): say what the fit did instead. Only a warning when
         # the fit is not exact in the end (the refinement may train them).
@@ -570,7 +621,7 @@ def _fit(X, y, n_hidden, opts, random_state):
     times["total"] = time.perf_counter() - start
     sub = directions.subspace
     diagnostics = {
-        "init": opts.init,
+        "init": init,
         "task": opts.task,
         "inputs": inputs.to_dict(),
         "input_model": opts.input_model if isinstance(opts.input_model, str) else "score",
