@@ -412,6 +412,8 @@ def _fit(X, y, n_hidden, opts, random_state):
     start = time.perf_counter()
     X = _features(X)
     n_all, d = X.shape
+    if n_all < 2:  # before the labels, which one row cannot make vary
+        raise ValueError(f"X: expected at least 2 samples, got {n_all}")
     Y, single, classes = _targets(y, n_all, opts.task)
     m = Y.shape[1]
     k = check_int(n_hidden, "n_hidden", 1)

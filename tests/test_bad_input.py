@@ -102,6 +102,13 @@ def test_fit_when_every_moment_of_the_residual_vanishes(X, y):
         or net.diagnostics["init"] == "tensor"
 
 
+def test_fit_one_row_is_about_the_rows():
+    # Was: "y: expected labels that vary", true but beside the point.
+    X, y = problem()
+    with pytest.raises(ValueError, match=r"X: expected at least 2 samples, got 1"):
+        fit(X[:1], y[:1], 1)
+
+
 def test_fit_ragged_inputs():
     # Was: numpy's ValueError about inhomogeneous shapes, naming nothing.
     X, y = problem()
