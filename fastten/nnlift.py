@@ -157,7 +157,7 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         started from second-order or random directions get unit norm and
         zero bias in every case.
     refine : run the local refinement after the tensor stage
-    alpha : float >= 0, L2 penalty on the weights of both layers in the
+    alpha : float in [0, 1e100), L2 penalty on the weights of both layers in the
         refinement, scikit-learn's convention: the objective is the mean
         loss plus alpha / (2 n) (|A1|^2 + |A2|^2), with A1 on the whitened
         inputs and A2 on the standardised targets (regression) or the logits
@@ -168,8 +168,8 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
     validation_fraction : float in (0, 1), used with early_stopping
     n_iter_no_change : int >= 1, Levenberg-Marquardt steps (not epochs:
         each is a Gauss-Newton solve on all the rows) of patience
-    ridge : L2 penalty (times n) on the output weights of the initial fit,
-        added to alpha's
+    ridge : float in [0, 1e100), L2 penalty (times n) on the output weights
+        of the initial fit, added to alpha's
     max_iter : Levenberg-Marquardt iterations per round and stage
     n_rounds : refinement rounds on the subsample; after a round that stalls
         above zero loss, units of the wrong sign are flipped or the least
@@ -205,7 +205,8 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
     Warns
     -----
     IdentifiabilityWarning, LocalOptimumWarning, ConvergenceWarning, and a
-    UserWarning when there are fewer rows than parameters.
+    UserWarning when there are fewer rows than parameters. docs/bad_input.md
+    lists what each bad input gets.
     """
     options = _check_options(activation, task, input_model, init, method, bias_method, refine, alpha, early_stopping,
                              validation_fraction, n_iter_no_change, ridge, max_iter, n_rounds, callback, blas_threads)
