@@ -287,3 +287,28 @@ def test_model_file_zip_with_bad_crc_is_corrupted_not_a_zipfile_error(saved, tmp
 def test_load_is_not_a_top_level_function():
     # One spelling: TwoLayerNet.load (docs/bad_input.md says why).
     assert not hasattr(fastten, "load")
+
+
+def test_fourier_biases_skip_units_the_moments_scaled_to_zero(monkeypatch):
+    # Was: ValueError "A1: expected nonzero columns" from inside fit with
+    # bias_method="fourier" (found by test_fit_valid_options_on_awkward_data
+    # on a 28-row problem): a unit whose moments gave scale 0 keeps the
+    # moments' bias and the others get the Fourier estimate.
+    from fastten import _bias, _directions
+    from fastten.activations import get_activation
+
+    X, y = problem(n=200, d=2)
+    U = np.eye(2)
+    real = _bias.recover_units
+
+    def one_zero_scale(*args):
+        A1, b1, a2, records = real(*args)
+        A1 = A1.copy()
+        A1[:, 0] = 0.0
+        return A1, b1, a2, records
+
+    monkeypatch.setattr(_bias, "recover_units", one_zero_scale)
+    A1, b1, units = _directions.scales_and_biases(X, y - y.mean(), U, [0, 1], get_activation("sigmoid"), "fourier",
+                                                  np.random.default_rng(0))
+    assert np.isfinite(A1).all() and np.isfinite(b1).all()
+    assert len(units) == 2
