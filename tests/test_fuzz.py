@@ -10,7 +10,7 @@ Levenberg-Marquardt steps) so that the examples are cheap.
 
 Examples per test scale with the hypothesis profile (tests/conftest.py):
 ``settings.default.max_examples`` is 100 under HYPOTHESIS_PROFILE=ci and 40
-under dev; the multipliers below give 2,400 examples in the ci profile over
+under dev; the multipliers below give 3,100 examples in the ci profile over
 this file (counted with ``pytest --hypothesis-show-statistics``).
 """
 
@@ -194,6 +194,47 @@ def test_fit_options_valid_or_junk(data):
     if isinstance(k, int) and k > 2:
         k = 2
     net = run(lambda: fit(X, labels, k, **options), FIT_OPTIONS + ("n_hidden",))
+    if net is not None:
+        assert_finite_network(net, X)
+
+
+@st.composite
+def awkward_problems(draw):
+    """Finite data that a fit must take: few rows, repeated rows, features
+    of two values, constant and collinear features, columns on scales
+    1e-200 ... 1e200, integer features, labels of a few classes."""
+    n = draw(st.integers(2, 60), "n")
+    d = draw(st.integers(1, 4), "d")
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    X = rng.standard_normal((n, d))
+    for j in range(d):
+        kind = draw(st.sampled_from(["normal", "normal", "two values", "constant", "copy", "scaled", "integer"]))
+        if kind == "two values":
+            X[:, j] = rng.integers(0, 2, n)
+        elif kind == "constant":
+            X[:, j] = 3.0
+        elif kind == "copy" and j:
+            X[:, j] = 2 * X[:, 0] - 1
+        elif kind == "scaled":
+            X[:, j] *= 10.0 ** draw(st.integers(-200, 200))
+        elif kind == "integer":
+            X[:, j] = np.round(3 * X[:, j])
+    if draw(st.booleans()):
+        X[n // 2:] = X[: n - n // 2]  # repeated rows
+    y = np.tanh(X[:, 0] - 0.3) if draw(st.booleans()) else rng.standard_normal(n)
+    y = y * 10.0 ** draw(st.integers(-200, 200)) if draw(st.booleans()) else y
+    classes = np.arange(n) % draw(st.integers(2, 3))
+    return X, y, rng.permutation(classes)
+
+
+@examples(3)
+@given(awkward_problems(), st.fixed_dictionaries({}, optional={key: FIT_VALID[key] for key in FIT_VALID}),
+       st.integers(1, 2))
+def test_fit_valid_options_on_awkward_data(problem, options, k):
+    X, y, classes = problem
+    options = {"max_iter": 2, "n_rounds": 1, **options}
+    labels = classes if options.get("task") == "classification" else y
+    net = run(lambda: fit(X, labels, k, **options), FIT_OPTIONS + ("X", "y", "n_hidden"))
     if net is not None:
         assert_finite_network(net, X)
 
