@@ -79,8 +79,11 @@ class TwoLayerNet:
         (non-finite, inconsistent shapes) and TypeError for diagnostics
         that are not JSON-ready."""
         _check_path(path)
-        arrays = {"A1": np.asarray(self.A1), "b1": np.asarray(self.b1), "a2": np.asarray(self.a2),
-                  "b2": np.asarray(self.b2, dtype=np.float64)}
+        try:
+            b2 = np.asarray(self.b2, dtype=np.float64)  # a Python float or int for one output
+        except (TypeError, ValueError):
+            raise ValueError(f"TwoLayerNet: expected float weights, got b2 = {self.b2!r}") from None
+        arrays = {"A1": np.asarray(self.A1), "b1": np.asarray(self.b1), "a2": np.asarray(self.a2), "b2": b2}
         if self.classes is not None:
             arrays["classes"] = np.asarray(self.classes)
         _check_weights(arrays, "TwoLayerNet")

@@ -269,6 +269,9 @@ def test_model_file_written_only_when_load_would_read_it(tmp_path):
                       {"when": object()})
     with pytest.raises(TypeError, match=r"diagnostics: expected JSON-ready values"):
         odd.save(tmp_path / "odd.npz")
+    text = TwoLayerNet(rng.standard_normal((3, 2)), rng.standard_normal(2), rng.standard_normal(2), "x", "tanh")
+    with pytest.raises(ValueError, match=r"TwoLayerNet: expected float weights, got b2 = 'x'"):
+        text.save(tmp_path / "bad.npz")
     assert not (tmp_path / "bad.npz").exists()
 
 
