@@ -73,10 +73,30 @@ def test_fit_labels_near_the_ends_of_float64(c):
     assert np.abs(net.predict(X)).max() <= 10 * c
 
 
+@pytest.mark.parametrize("cx, cy", [(1e300, 1.0), (1e-250, 1.0), (1.0, 1e300), (1.0, 1e-300)])
+def test_fit_out_of_core_near_the_ends_of_float64(cx, cy):
+    # The statistics pass (fastten.accumulate.Covariance) scales by powers
+    # of two for chunked and in-memory data alike: the chunked fit reads the
+    # same blocks as the in-memory one, so the networks agree to rounding.
+    X, y = problem(n=60)
+    X, y = X * cx, y * cy
+
+    def chunks():
+        for i in range(0, 60, 16):
+            yield X[i:i + 16], y[i:i + 16]
+
+    in_memory = quiet_fit(X, y, 1, block_rows=16)
+    chunked = quiet_fit(chunks, None, 1, block_rows=16)
+    assert_finite(chunked, X)
+    np.testing.assert_allclose(chunked.predict(X), in_memory.predict(X), rtol=1e-9, atol=1e-12 * cy)
+
+
 def test_fit_standard_inputs_far_from_standard():
     X, y = problem()
     with pytest.raises(ValueError, match=r"X: input_model='standard' expects N\(0, I\) features, got entries up to"):
         fit(X * 1e200, y, 1, input_model="standard")
+    with pytest.raises(ValueError, match=r"X: input_model='standard' expects N\(0, I\) features, got entries up to"):
+        fit(lambda: iter([(X * 1e200, y)]), None, 1, input_model="standard")
 
 
 def test_fit_product_model_on_too_few_rows():
