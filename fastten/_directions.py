@@ -234,7 +234,12 @@ def scales_and_biases(Xs, y, U, kept, activation, bias_method, rng):
             reason += "; oriented by sign(c1 c2) (an increasing convex activation), unit norm and zero bias"
         return A1, b1, [{"unit": j, "identifiable": False, "reason": reason} for j in kept]
     if bias_method == "fourier":
-        b1k = _bias.fourier_biases(Xs, y, A1k, activation, random_state=rng).b1
+        # Units the moments scaled to zero have no direction for the
+        # estimator to look along: they keep the moments' bias.
+        live = np.flatnonzero(np.linalg.norm(A1k, axis=0) > 0)
+        b1k = np.array(b1k, dtype=np.float64)
+        if live.size:
+            b1k[live] = _bias.fourier_biases(Xs, y, A1k[:, live], activation, random_state=rng).b1
     units = []
     for i, j in enumerate(kept):
         ok = records[i]["identifiable"] and np.isfinite(b1k[i]) and np.all(np.isfinite(A1k[:, i]))

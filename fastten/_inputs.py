@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .accumulate import Covariance, Pass
+from .accumulate import Covariance, Pass, power_of_two_scale
 
 # Eigenvalues of the correlation matrix below this fraction of the largest
 # are null directions. The eigenvalues of an exactly collinear set come out
@@ -28,6 +28,11 @@ from .accumulate import Covariance, Pass
 # margin above that, and whitening a direction of relative variance 1e-10
 # multiplies its rounding error by 1e5 at most.
 RANK_TOL = 1e-10
+
+# Smallest standard deviation of a feature the fit accepts: the weights on a
+# feature scale as 1 / its spread, and below this they would leave the
+# float64 range (about 1e308) once multiplied by the whitened weights.
+MIN_SPREAD = 1e-280
 
 
 @dataclass
@@ -57,24 +62,40 @@ class Standardiser:
         standardised features Z (n, len(keep)), the coordinates in which a
         product density factorises. The statistics are one pass of
         ``fastten.accumulate.Covariance`` over blocks of rows (counted in
-        ``counter``, a PassCounter, when given)."""
+        ``counter``, a PassCounter, when given), on X divided by a power of
+        two per feature (exact), so that entries near the ends of float64's
+        range neither overflow nor underflow in the squares."""
         from ._sources import ArraySource  # the sources build on the accumulators
 
         stats = Pass(counter, "standardise").run(ArraySource(X).blocks(), Covariance(), check=False).result()
-        inputs = cls.from_covariance(stats.mean, stats.cov)
-        Z = (X - inputs.mu)[:, inputs.keep] / inputs.s[inputs.keep]
-        return inputs, Z
+        inputs = cls.from_covariance(stats.mean, stats.scaled_cov, stats.scale)
+        return inputs, inputs.standardise(X)
 
     @classmethod
-    def from_covariance(cls, mu, cov):
+    def from_covariance(cls, mu, cov, scale=None):
         """The standardiser of rows of mean mu (d,) and covariance cov (d, d)
-        (divided by n: ``fastten.accumulate.Covariance``)."""
-        s = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        (divided by n: ``fastten.accumulate.Covariance``) of the rows divided
+        by ``scale`` (d,), powers of two (ones when None): with
+        ``CovarianceResult.scaled_cov`` and ``scale`` it is finite for any
+        finite rows. Refuses (ValueError) rows whose every feature is
+        constant, and features whose spread is below MIN_SPREAD."""
+        scale = np.ones(mu.shape[0]) if scale is None else scale
+        d = mu.shape[0]
+        s = np.sqrt(np.maximum(np.diag(cov), 0.0)) * scale
         # Constant up to rounding: a spread below 1e-12 of the magnitude.
         constant = ~(s > 1e-12 * np.maximum(np.abs(mu), np.finfo(float).tiny))
         keep = np.flatnonzero(~constant)
+        if keep.size == 0:
+            raise ValueError(f"X: expected at least one feature that varies, got {d} constant feature"
+                             f"{'s' * (d > 1)} (constant up to rounding: spread below 1e-12 of the mean)")
+        small = np.flatnonzero(~constant & (s < MIN_SPREAD))
+        if small.size:
+            raise ValueError(f"X: expected features whose standard deviation is 0 or at least {MIN_SPREAD:g} "
+                             f"(the weights on a feature scale as 1 / its spread), got {s[small[0]]:.3g} for "
+                             f"feature {small[0]}: rescale X")
         s = np.where(constant, 1.0, s)
-        R = cov[np.ix_(keep, keep)] / np.outer(s[keep], s[keep])
+        sc = s[keep] / scale[keep]  # the spreads in the units of X / scale
+        R = cov[np.ix_(keep, keep)] / np.outer(sc, sc)
         vals, vecs = np.linalg.eigh(R)
         good = vals > RANK_TOL * vals[-1]
         if good.all():
@@ -92,9 +113,19 @@ class Standardiser:
         """x~ = z L from standardised features Z."""
         return Z @ self.L
 
+    def standardise(self, X):
+        """z = (x - mu) / s on the kept features of rows X (n, d), computed
+        on X divided by a power of two per feature (near max(|mu|, s)):
+        exact, and it keeps x - mu from overflowing near float64's limit.
+        In float64's normal range the bits are those of (x - mu) / s."""
+        keep = self.keep
+        mu, s = self.mu[keep], self.s[keep]
+        c = power_of_two_scale(np.maximum(np.abs(mu), s))
+        return (X[:, keep] / c - mu / c) / (s / c)
+
     def transform(self, X):
         """x~ for rows X (n, d) in the caller's coordinates."""
-        return ((X[:, self.keep] - self.mu[self.keep]) / self.s[self.keep]) @ self.L
+        return self.whiten(self.standardise(X))
 
     def from_standardised(self, W):
         """Directions W (len(keep), k) on the standardised features z as

@@ -19,7 +19,7 @@ from ._output import softmax_loss
 from .accumulate import NormalEquations
 from ._subspace import linear_residual
 from .activations import derivative
-from .decomposition import decompose
+from .decomposition import ZeroTensorError, decompose
 from .operators import DataMoment
 
 __all__ = ["network_loss", "output_loss", "ridge_output", "refine_network", "residual_direction"]
@@ -96,10 +96,19 @@ def residual_direction(X, Y, A1, b1, A2, b2, activation, rng):
     these data."""
     d, k = A1.shape
     residual = (Y - derivative(activation, X @ A1 + b1, 0) @ A2 - b2) @ rng.standard_normal(Y.shape[1])
-    op = DataMoment(X, linear_residual(X, residual))
+    r = linear_residual(X, residual)
+    if np.abs(r).max() <= 1e-12 * np.abs(residual).max(initial=np.finfo(float).tiny):
+        # A residual linear in x (two distinct inputs, say) has no moment of
+        # order >= 2: no direction, no significance.
+        u = rng.standard_normal(d)
+        return u / np.linalg.norm(u), 0.0, 2
+    op = DataMoment(X, r)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        u3 = decompose(op, 1, tol=1e-6, random_state=rng).factors
+        try:
+            u3 = decompose(op, 1, tol=1e-6, random_state=rng).factors
+        except ZeroTensorError:  # a third moment that vanishes exactly (inputs of two values)
+            u3 = np.eye(d, 1)
     z3 = abs(third_moment_z(op, u3)[0]) / visible_z(d, k)
     u2, z2 = second_moment_directions(op, 1, np.zeros((d, 0)), rng)
     z2 = abs(z2[0]) / second_order_z(d)

@@ -13,12 +13,14 @@ from ._kernels.checks import nonfinite
 FLOAT_DTYPES = (np.float32, np.float64)
 
 
-def _as_real_array(value, name):
+def _as_real_array(value, name, *, boolean=False):
     try:
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
         raise TypeError(f"{name}: expected a real numeric array, could not convert it ({exc})") from None
     kind = arr.dtype.kind
+    if boolean and kind == "b":
+        return arr.astype(np.float64)
     if kind == "b" or kind not in "iuf":
         raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
     return arr
@@ -40,12 +42,13 @@ def _check_finite(arr, name):
         )
 
 
-def check_samples(X, name="X"):
+def check_samples(X, name="X", *, boolean=False):
     """A finite 2-D (n_samples, n_features) float32 or float64 C-contiguous array.
 
-    float32 input stays float32; any other real dtype becomes float64.
+    float32 input stays float32; any other real dtype becomes float64, and so
+    do boolean features (0/1) when ``boolean`` is true.
     """
-    arr = _as_real_array(X, name)
+    arr = _as_real_array(X, name, boolean=boolean)
     if arr.ndim != 2:
         raise ValueError(
             f"{name}: expected a 2-D array of shape (n_samples, n_features), "

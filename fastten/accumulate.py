@@ -319,7 +319,12 @@ class Accumulator:
 class CovarianceResult:
     """What :class:`Covariance` returns: the centred statistics of the rows.
 
-    Covariances are divided by n. The arrays are stored as given.
+    Covariances are divided by n. The arrays are stored as given. The
+    statistics are also kept as computed, on the rows divided by a power of
+    two per column (``scale``, ``y_scale``): those are finite for any finite
+    rows, while ``cov`` overflows to inf for features beyond about 1e154
+    (their variance is beyond float64's range). ``std`` and ``y_std`` are
+    computed from the scaled statistics, so they are finite.
 
     Parameters
     ----------
@@ -335,21 +340,55 @@ class CovarianceResult:
         The covariance of the labels; None without labels.
     cross : numpy.ndarray, shape (d, m), optional
         The covariance of rows and labels; None without labels.
+    scale : numpy.ndarray, shape (d,), optional
+        Per feature, the power of two the statistics were computed on the
+        rows divided by; ones when None.
+    y_scale : numpy.ndarray, shape (m,), optional
+        The same for the label columns; ones when None (with labels).
+    scaled : tuple, optional
+        (covariance of X / scale, covariance of y / y_scale, their cross
+        covariance), the last two None without labels; computed from the
+        other arguments when None.
+
+    Attributes
+    ----------
+    scaled_cov, scaled_y_cov, scaled_cross : numpy.ndarray or None
+        The covariances of the rows and labels divided by ``scale`` and
+        ``y_scale`` (``scaled``).
     """
 
-    def __init__(self, n, mean, cov, y_mean=None, y_cov=None, cross=None):
+    def __init__(self, n, mean, cov, y_mean=None, y_cov=None, cross=None, *, scale=None, y_scale=None,
+                 scaled=None):
         self.n, self.mean, self.cov, self.y_mean, self.y_cov, self.cross = n, mean, cov, y_mean, y_cov, cross
+        self.scale = np.ones(mean.shape[0]) if scale is None else scale
+        self.y_scale = None if y_mean is None else (np.ones(y_mean.shape[0]) if y_scale is None else y_scale)
+        if scaled is None:
+            scaled = (cov / np.outer(self.scale, self.scale),
+                      None if y_cov is None else y_cov / np.outer(self.y_scale, self.y_scale),
+                      None if cross is None else cross / np.outer(self.scale, self.y_scale))
+        self.scaled_cov, self.scaled_y_cov, self.scaled_cross = scaled
 
     @property
     def std(self):
         """numpy.ndarray, shape (d,): the standard deviation of each feature."""
-        return np.sqrt(np.diag(self.cov))
+        return np.sqrt(np.maximum(np.diag(self.scaled_cov), 0.0)) * self.scale
 
     @property
     def y_std(self):
         """numpy.ndarray, shape (m,), or None: the standard deviation of each
         label column, None without labels."""
-        return None if self.y_cov is None else np.sqrt(np.diag(self.y_cov))
+        if self.y_cov is None:
+            return None
+        return np.sqrt(np.maximum(np.diag(self.scaled_y_cov), 0.0)) * self.y_scale
+
+
+def power_of_two_scale(top):
+    """Per column, from the largest magnitudes ``top``, the power of two c
+    with top / c in [1, 2) (1 for a zero column). Dividing by it is exact,
+    so sums of squares computed on A / c neither overflow nor underflow
+    and, times c^2, equal the unscaled ones wherever those are
+    representable."""
+    return np.where(top > 0, np.ldexp(1.0, np.frexp(top)[1] - 1), 1.0)
 
 
 class Covariance(Accumulator):
@@ -362,7 +401,11 @@ class Covariance(Accumulator):
     Golub and LeVeque's update M = M_a + M_b + delta delta^T n_a n_b / n, so
     the result does not lose digits to a large mean (raw sums of squares
     would: a feature of mean 1e8 and spread 1 keeps no digit of its
-    variance in float64 that way). Memory O((d + m)^2).
+    variance in float64 that way). The sums are taken on the columns
+    divided by a power of two near their largest magnitude so far (exact;
+    the running statistics are rescaled, exactly, when it grows), so that
+    squares of entries near float64's limits (1e-300, 1e300) neither
+    underflow nor overflow. Memory O((d + m)^2).
 
     Parameters
     ----------
@@ -375,25 +418,62 @@ class Covariance(Accumulator):
         pass
 
     def _update(self, X, y):
-        block = _centred_stats(X, y)
+        X = X.astype(np.float64, copy=False)
+        Y = None if y is None else y.reshape(y.shape[0], -1).astype(np.float64, copy=False)
+        top = (np.abs(X).max(axis=0), None if Y is None else np.abs(Y).max(axis=0))
         if self.n == 0:
-            self._stats = block
+            self._top = top
+            self._stats = _centred_stats(X / power_of_two_scale(top[0]),
+                                         None if Y is None else Y / power_of_two_scale(top[1]))
+            return
+        self._rescale(top)
+        block = _centred_stats(X / power_of_two_scale(self._top[0]),
+                               None if Y is None else Y / power_of_two_scale(self._top[1]))
+        self._stats = _chan(self._stats, self.n, block, X.shape[0])
+
+    def _rescale(self, top):
+        """Raise the running largest magnitudes to include ``top`` and
+        rescale the running statistics to the new powers of two."""
+        new = tuple(None if a is None else np.maximum(a, b) for a, b in zip(self._top, top))
+        fx = power_of_two_scale(self._top[0]) / power_of_two_scale(new[0])
+        if new[1] is None:
+            fy = None
         else:
-            self._stats = _chan(self._stats, self.n, block, X.shape[0])
+            fy = power_of_two_scale(self._top[1]) / power_of_two_scale(new[1])
+        self._stats = _scaled_stats(self._stats, fx, fy)
+        self._top = new
 
     def _merge(self, other):
-        self._stats = _chan(self._stats, self.n, other._stats, other.n)
+        self._rescale(other._top)
+        fx = power_of_two_scale(other._top[0]) / power_of_two_scale(self._top[0])
+        fy = None if self._top[1] is None else power_of_two_scale(other._top[1]) / power_of_two_scale(self._top[1])
+        self._stats = _chan(self._stats, self.n, _scaled_stats(other._stats, fx, fy), other.n)
 
     def _result(self):
         mean, scatter, y_mean, y_scatter, cross = self._stats
         n = self.n
-        if y_mean is None:
-            return CovarianceResult(n, mean.copy(), scatter / n)
-        return CovarianceResult(n, mean.copy(), scatter / n, y_mean.copy(), y_scatter / n, cross / n)
+        c = power_of_two_scale(self._top[0])
+        with np.errstate(over="ignore"):  # inf for variances beyond float64's range; std stays finite
+            if y_mean is None:
+                return CovarianceResult(n, mean * c, scatter / n * np.outer(c, c), scale=c,
+                                        scaled=(scatter / n, None, None))
+            cy = power_of_two_scale(self._top[1])
+            return CovarianceResult(n, mean * c, scatter / n * np.outer(c, c), y_mean * cy,
+                                    y_scatter / n * np.outer(cy, cy), cross / n * np.outer(c, cy), scale=c,
+                                    y_scale=cy, scaled=(scatter / n, y_scatter / n, cross / n))
+
+
+def _scaled_stats(stats, fx, fy):
+    """Centred statistics of the columns multiplied by fx (and the labels'
+    by fy): powers of two, so exact but for underflow."""
+    mean, scatter, y_mean, y_scatter, cross = stats
+    out = (mean * fx, scatter * np.outer(fx, fx))
+    if y_mean is None:
+        return (*out, None, None, None)
+    return (*out, y_mean * fy, y_scatter * np.outer(fy, fy), cross * np.outer(fx, fy))
 
 
 def _centred_stats(X, y):
-    X = X.astype(np.float64, copy=False)
     mean = X.mean(axis=0)
     C = X - mean
     scatter = C.T @ C
@@ -436,7 +516,9 @@ class LeastSquares(Covariance):
 
     def _result(self):
         stats = Covariance._result(self)
-        coef = np.linalg.lstsq(stats.cov, stats.cross, rcond=None)[0]
+        # On the scaled statistics (finite), then back to the caller's units.
+        coef = np.linalg.lstsq(stats.scaled_cov, stats.scaled_cross, rcond=None)[0]
+        coef = coef * stats.y_scale / stats.scale[:, None]
         return stats.y_mean - stats.mean @ coef, coef
 
 

@@ -53,9 +53,9 @@ import numpy as np
 from . import _nonorth
 from ._power import polish_in_place, power_method
 from ._random import check_random_state
-from ._validation import check_int
+from ._validation import _as_real_array, check_int
 from .operators import DataMoment, DenseTensor, as_operator
-from .sketch import TensorSketch
+from .sketch import MIN_SIZE, TensorSketch
 
 __all__ = ["decompose", "Decomposition", "ConvergenceWarning", "WhiteningError", "RankWarning"]
 
@@ -68,6 +68,11 @@ WHITEN_MAX_COND = 10.0
 
 _ZERO = "T: the tensor is zero on every probe (all contractions vanish); there is nothing to decompose"
 
+# Largest entries of a dense tensor that the engines take as given; outside
+# this range the tensor is rescaled first (squares and cubes of its
+# contractions stay within float64's range of about 1e+-308).
+DENSE_RANGE = (1e-100, 1e100)
+
 METHODS = ("auto", "orthogonal", "nonorthogonal", "power", "sketch")
 
 
@@ -77,6 +82,11 @@ class ConvergenceWarning(UserWarning):
 
 class RankWarning(UserWarning):
     """The tensor does not support the requested rank."""
+
+
+class ZeroTensorError(ValueError):
+    """The tensor vanishes on every probe (private: fit's stages catch it
+    when the data leave no moment to decompose; users see a ValueError)."""
 
 
 class WhiteningError(ValueError):
@@ -231,9 +241,7 @@ def _sketch_of(op, b, B, rng):
 
 
 def _check_second_moment(M, dim):
-    M = np.asarray(M)
-    if M.dtype.kind not in "iuf" or M.dtype.kind == "b":
-        raise TypeError(f"second_moment: expected a real numeric array, got dtype {M.dtype}")
+    M = _as_real_array(M, "second_moment")
     if M.shape != (dim, dim):
         raise ValueError(f"second_moment: expected a symmetric array of shape ({dim}, {dim}), got shape {M.shape}")
     M = M.astype(np.float64)
@@ -326,8 +334,17 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
     """
     op = as_operator(T)
     d = op.dim
+    scale = 1.0
+    if isinstance(op, DenseTensor):
+        # The engines square and cube contractions of T: a dense tensor whose
+        # entries are far from 1 is decomposed divided by a power of two
+        # (exact), and the weights are scaled back (they are linear in T).
+        top = float(np.abs(op.T).max())
+        if top > 0 and not DENSE_RANGE[0] <= top <= DENSE_RANGE[1]:
+            scale = float(np.ldexp(1.0, np.frexp(top)[1] - 1))
+            op = DenseTensor._trusted(op.T / scale, symmetrise=False)
     rank = check_int(rank, "rank", 1, d)
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     n_restarts = check_int(n_restarts, "n_restarts", 1)
     n_iter = check_int(n_iter, "n_iter", 1)
@@ -338,7 +355,7 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
         raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
     M = None if second_moment is None else _check_second_moment(second_moment, d)
     if subspace is not None:
-        subspace = np.asarray(subspace, dtype=np.float64)
+        subspace = _as_real_array(subspace, "subspace").astype(np.float64)
         if subspace.ndim != 2 or subspace.shape[0] != d or not rank <= subspace.shape[1] <= d:
             raise ValueError(f"subspace: expected an orthonormal basis of shape ({d}, m) with {rank} <= m <= {d}, "
                              f"got shape {subspace.shape}")
@@ -351,6 +368,10 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
                              "defines its own subspace)")
     if method != "sketch" and (sketch_size is not None or n_sketches is not None):
         raise ValueError(f"sketch_size, n_sketches: only used with method='sketch', got method={method!r}")
+    if sketch_size is not None:
+        sketch_size = check_int(sketch_size, "sketch_size", MIN_SIZE)
+    if n_sketches is not None:
+        n_sketches = check_int(n_sketches, "n_sketches", 1)
     rng = check_random_state(random_state)
     issued = []
     times = {}
@@ -385,14 +406,14 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
             W, B = whitening(M, rank)
             R = op.project(W)
             if not np.any(R):
-                raise ValueError(_ZERO)
+                raise ZeroTensorError(_ZERO)
         else:
             if subspace is None:
                 U, Rm, Q, s = _subspace(op, rank, oversample, n_subspace_rounds, rng)
             else:
                 U, Rm, Q, s = _given_subspace(op, rank, subspace)
             if s[0] == 0:
-                raise ValueError(_ZERO)
+                raise ZeroTensorError(_ZERO)
             R = np.einsum("abc,ax,by,cz->xyz", Rm, Q, Q, Q, optimize=True)
             B = U @ Q
             if data_whitening:
@@ -472,7 +493,7 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
             "conditioned for rank {rank} (try a smaller rank or method='nonorthogonal')".format(rank=rank))
     negligible = np.abs(weights) <= 1e-12 * max(np.abs(weights).max(), np.finfo(float).tiny)
     if np.abs(weights).max() == 0:
-        raise ValueError(_ZERO)
+        raise ZeroTensorError(_ZERO)
     if np.any(negligible):
         warn(f"rank {rank} is not supported by the tensor: {int(negligible.sum())} of the {rank} "
              f"components have zero weight", RankWarning)
@@ -487,6 +508,7 @@ def decompose(T, rank, *, method="auto", second_moment=None, n_restarts=10, n_it
         warn(f"decompose: {int(np.sum(~np.asarray(converged)))} of {rank} components did not reach "
              f"tol={tol:g} within n_iter={n_iter}", ConvergenceWarning)
     residual = _probe_residual(op, weights, factors, rng)
+    weights = weights * scale
     times["total"] = time.perf_counter() - start
     logger.debug("decompose: method=%s rank=%d residual=%.3g", method, rank, residual)
     return Decomposition(weights, factors, method, history, n_restarts, total_iter, residual,

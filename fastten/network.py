@@ -1,6 +1,7 @@
 """The fitted two-layer network, and its file format."""
 
 import json
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,7 +11,12 @@ from .activations import ACTIVATIONS, Activation, derivative, get_activation
 
 __all__ = ["TwoLayerNet"]
 
-FORMAT = "fastten.TwoLayerNet/1"
+# The file format: a name and an integer version, written as "name/version"
+# in the header. load reads every version up to FORMAT_VERSION and refuses
+# newer ones; bump the version when a change would mislead an older reader.
+FORMAT_NAME = "fastten.TwoLayerNet"
+FORMAT_VERSION = 1
+FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
 
 
 @dataclass
@@ -50,9 +56,7 @@ class TwoLayerNet:
     classes: np.ndarray = None
 
     def _checked(self, X):
-        if np.asarray(X).dtype.kind == "b":  # boolean features, as fit takes them
-            X = np.asarray(X, dtype=np.float64)
-        X = check_samples(X)
+        X = check_samples(X, boolean=True)  # boolean features, as fit takes them
         if X.shape[1] != self.A1.shape[0]:
             raise ValueError(f"X: expected {self.A1.shape[0]} features (columns), got {X.shape[1]}")
         return X
@@ -136,27 +140,47 @@ class TwoLayerNet:
     def save(self, path):
         """Write the network to an ``.npz`` file.
 
-        The file holds the arrays and a JSON header (format tag
-        ``fastten.TwoLayerNet/1``, activation name, diagnostics) as a string
-        array; no pickle. The name is used as given (no ``.npz`` is added).
+        The file holds the arrays and a JSON header (format name and
+        version ``fastten.TwoLayerNet/1``, activation name, diagnostics) as
+        a string array; no pickle. The name is used as given (no ``.npz`` is
+        added).
 
         Parameters
         ----------
-        path : str or os.PathLike
+        path : str, os.PathLike or binary file object
             The file to write (overwritten if it exists).
 
         Raises
         ------
-        ValueError, TypeError
-            When ``activation`` is neither a known name nor an Activation.
+        ValueError
+            When ``activation`` is not a known name, or for weights that
+            :meth:`load` would refuse (not finite floats, inconsistent
+            shapes, classes that do not match the outputs).
+        TypeError
+            When ``activation`` is neither a name nor an Activation, when
+            ``path`` is neither a file name nor a file object, or for
+            diagnostics that are not JSON-ready.
         OSError
             When the file cannot be written.
         """
-        header = json.dumps({"format": FORMAT, "activation": get_activation(self.activation).name,
-                             "builtin": isinstance(self.activation, str), "diagnostics": self.diagnostics})
-        arrays = {"A1": self.A1, "b1": self.b1, "a2": self.a2, "b2": np.asarray(self.b2, dtype=np.float64)}
+        _check_path(path)
+        try:
+            b2 = np.asarray(self.b2, dtype=np.float64)  # a Python float or int for one output
+        except (TypeError, ValueError):
+            raise ValueError(f"TwoLayerNet: expected float weights, got b2 = {self.b2!r}") from None
+        arrays = {"A1": np.asarray(self.A1), "b1": np.asarray(self.b1), "a2": np.asarray(self.a2), "b2": b2}
         if self.classes is not None:
             arrays["classes"] = np.asarray(self.classes)
+        _check_weights(arrays, "TwoLayerNet")
+        try:
+            header = json.dumps({"format": FORMAT, "activation": get_activation(self.activation).name,
+                                 "builtin": isinstance(self.activation, str), "diagnostics": self.diagnostics},
+                                allow_nan=True)
+        except TypeError as exc:
+            raise TypeError(f"diagnostics: expected JSON-ready values (dict, list, str, numbers), {exc}") from None
+        if hasattr(path, "write"):
+            np.savez(path, header=np.array(header), **arrays)
+            return
         with open(path, "wb") as fh:  # a file object: numpy adds no ".npz" to the name
             np.savez(fh, header=np.array(header), **arrays)
 
@@ -164,9 +188,12 @@ class TwoLayerNet:
     def load(cls, path, activation=None):
         """Read a network written by :meth:`save`.
 
+        Every format version up to this fastten's (``FORMAT_VERSION``) is
+        read; the network predicts the same bits as the one saved.
+
         Parameters
         ----------
-        path : str or os.PathLike
+        path : str, os.PathLike or binary file object
             The file to read.
         activation : fastten.activations.Activation, optional
             The activation of a network fitted with a user activation (the
@@ -180,36 +207,133 @@ class TwoLayerNet:
         Raises
         ------
         ValueError
-            When the file is not a ``fastten.TwoLayerNet/1`` file, its arrays'
-            shapes disagree, or the activation is a user's one and
-            ``activation`` is missing or named differently; numpy's
-            ``ValueError`` for a file that is not an npz archive.
-        KeyError
-            For an npz archive without the header or an array (hardening the
-            model files against such input is item 6 of issue #13).
+            Naming ``path``, for anything that is not a model file this
+            fastten reads: not an .npz archive, truncated or corrupted,
+            missing or unexpected members, object (pickled) arrays, a header
+            that is not the expected JSON, a newer format version, weights
+            that are not finite floats of consistent shapes, classes that do
+            not match the outputs; and when the activation is a user's one
+            and ``activation`` is missing or named differently.
+            docs/bad_input.md lists each case.
+        TypeError
+            When ``path`` is neither a file name nor a file object.
         OSError
-            When the file cannot be read.
+            When the file cannot be opened (missing, a directory, no
+            permission).
         """
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(str(data["header"]))
-            if header.get("format") != FORMAT:
-                raise ValueError(f"path: expected a {FORMAT} file, got format {header.get('format')!r}")
-            name = header["activation"]
-            if activation is not None:
-                if not isinstance(activation, Activation) or activation.name != name:
-                    raise ValueError(f"activation: expected an Activation named {name!r} (the file's), "
-                                     f"got {activation!r}")
-            elif header.get("builtin", True) and name in ACTIVATIONS:
-                activation = name
-            else:
-                raise ValueError(f"path: the network uses the user activation {name!r}: pass its Activation "
-                                 f"object as load(path, activation=...)")
-            A1, b1, a2, b2 = data["A1"], data["b1"], data["a2"], data["b2"]
-            k = A1.shape[1] if A1.ndim == 2 else -1
-            if (A1.ndim != 2 or b1.shape != (k,) or a2.shape[:1] != (k,) or a2.ndim > 2
-                    or b2.shape != a2.shape[1:]):
-                raise ValueError(f"path: inconsistent shapes in the file: A1 {A1.shape}, b1 {b1.shape}, "
-                                 f"a2 {a2.shape}, b2 {b2.shape}")
-            classes = data["classes"] if "classes" in data else None
-            b2 = float(b2) if b2.ndim == 0 else b2
-            return cls(A1, b1, a2, b2, activation, header["diagnostics"], classes)
+        _check_path(path)
+        arrays, header, where = _read(path)
+        name = header["activation"]
+        if activation is not None:
+            if not isinstance(activation, Activation) or activation.name != name:
+                raise ValueError(f"activation: expected an Activation named {name!r} (the file's), "
+                                 f"got {activation!r}")
+        elif header.get("builtin", True) and name in ACTIVATIONS:
+            activation = name
+        else:
+            raise ValueError(f"{where}: the network uses the user activation {name!r}: pass its Activation "
+                             f"object as load(path, activation=...)")
+        b2 = arrays["b2"]
+        b2 = float(b2) if b2.ndim == 0 else b2
+        return cls(arrays["A1"], arrays["b1"], arrays["a2"], b2, activation, header["diagnostics"],
+                   arrays.get("classes"))
+
+
+MEMBERS = ("header", "A1", "b1", "a2", "b2")
+
+
+def _check_path(path):
+    if not isinstance(path, (str, os.PathLike)) and not (hasattr(path, "read") or hasattr(path, "write")):
+        raise TypeError(f"path: expected a file name (str or os.PathLike) or a binary file object, "
+                        f"got {type(path).__name__}")
+
+
+def _read(path):
+    """(arrays, header, the path for messages) of a model file, or
+    ValueError naming what is wrong."""
+    where = f"path: {os.fspath(path)!r}" if isinstance(path, (str, os.PathLike)) else "path: the file"
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as exc:  # pickle refused, empty, not a numpy file at all
+        if "pickle" in str(exc):  # numpy's last resort for a file of neither format
+            exc = "neither .npz nor .npy; numpy would read it only as a pickle, which fastten never loads"
+        raise ValueError(f"{where} is not a fastten model file (not an .npz archive: {exc})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{where} is not a fastten model file (a single .npy array, not an .npz archive)")
+    with data:
+        names = set(data.files)
+        missing = [m for m in MEMBERS if m not in names]
+        if missing:
+            raise ValueError(f"{where} is not a fastten model file (an .npz archive without {missing})")
+        unexpected = sorted(names - set(MEMBERS) - {"classes"})
+        if unexpected:
+            raise ValueError(f"{where} is not a fastten model file (unexpected members {unexpected})")
+        arrays = {}
+        for member in sorted(names):
+            try:
+                arrays[member] = data[member]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc):
+                    raise ValueError(f"{where}: member {member!r} holds Python objects (pickled data), which "
+                                     f"fastten never writes or reads") from None
+                raise ValueError(f"{where} is corrupted: member {member!r} cannot be read ({exc})") from None
+            except Exception as exc:  # truncated or damaged archive: zipfile, zlib, EOF errors
+                raise ValueError(f"{where} is corrupted: member {member!r} cannot be read "
+                                 f"({type(exc).__name__}: {exc})") from None
+    header = _header(arrays.pop("header"), where)
+    _check_weights(arrays, where)
+    return arrays, header, where
+
+
+def _header(array, where):
+    """The JSON header of a model file: a dict with a supported format."""
+    if array.dtype.kind != "U" or array.ndim != 0:
+        raise ValueError(f"{where} is not a fastten model file (its header is not a string, "
+                         f"got dtype {array.dtype} and shape {array.shape})")
+    try:
+        header = json.loads(str(array))
+    except ValueError as exc:
+        raise ValueError(f"{where} is not a fastten model file (its header is not JSON: {exc})") from None
+    fmt = header.get("format") if isinstance(header, dict) else None
+    name, _, version = fmt.rpartition("/") if isinstance(fmt, str) else ("", "", "")
+    if name != FORMAT_NAME or not (version.isascii() and version.isdigit()) or int(version) < 1:
+        raise ValueError(f"{where}: expected a {FORMAT_NAME}/<version> file, got format {fmt!r}")
+    if int(version) > FORMAT_VERSION:
+        raise ValueError(f"{where} is {FORMAT_NAME} format version {int(version)}, written by a newer fastten; "
+                         f"this fastten reads format versions up to {FORMAT_VERSION}: upgrade fastten to read it")
+    kinds = {"activation": str, "builtin": bool, "diagnostics": dict}
+    for key, kind in kinds.items():
+        if key in header and not isinstance(header[key], kind):
+            raise ValueError(f"{where}: expected header field {key!r} of type {kind.__name__}, "
+                             f"got {type(header[key]).__name__}")
+    if "activation" not in header:
+        raise ValueError(f"{where}: expected a header with the field 'activation', got fields {sorted(header)}")
+    header.setdefault("diagnostics", {})
+    return header
+
+
+def _check_weights(arrays, where):
+    """Finite float weights of consistent shapes, and classes that match
+    the outputs: what predict needs."""
+    A1, b1, a2, b2 = (arrays[key] for key in ("A1", "b1", "a2", "b2"))
+    for key in ("A1", "b1", "a2", "b2"):
+        value = arrays[key]
+        if value.dtype.kind != "f":
+            raise ValueError(f"{where}: expected float weights, got {key} of dtype {value.dtype}")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{where}: expected finite weights, got NaN or infinite entries in {key}")
+    k = A1.shape[1] if A1.ndim == 2 else -1
+    if (A1.ndim != 2 or 0 in A1.shape or b1.shape != (k,) or a2.shape[:1] != (k,) or a2.ndim > 2
+            or b2.shape != a2.shape[1:] or (a2.ndim == 2 and a2.shape[1] < 1)):
+        raise ValueError(f"{where}: inconsistent shapes: A1 {A1.shape}, b1 {b1.shape}, a2 {a2.shape}, "
+                         f"b2 {b2.shape} (expected (d, k), (k,), (k,) or (k, m), () or (m,))")
+    classes = arrays.get("classes")
+    if classes is not None:
+        n_out = a2.shape[1] if a2.ndim == 2 else 2  # one output: P(classes[1]) (an older two-class file)
+        if classes.dtype.kind in "OV" or classes.shape != (n_out,):
+            raise ValueError(f"{where}: expected classes, one label per output, of shape ({n_out},), got "
+                             f"dtype {classes.dtype} and shape {classes.shape}")
+        if np.unique(classes).size != n_out:
+            raise ValueError(f"{where}: expected distinct classes, got {classes.tolist()}")

@@ -52,7 +52,7 @@ from ._sources import BLOCK_ROWS, ArraySource, ChunkSource, Mapped, MemmapSource
 from .accumulate import Covariance, OutputLayer, PassCounter
 from ._validation import check_int, check_samples, check_targets
 from .activations import derivative, get_activation
-from .decomposition import METHODS, ConvergenceWarning
+from .decomposition import METHODS, ConvergenceWarning, ZeroTensorError
 from .network import TwoLayerNet
 from .operators import DataMoment
 from .scores import ScoreFunction, ScoreMoment, estimate_product_score
@@ -87,6 +87,15 @@ BIAS_METHODS = ("moments", "fourier", "zero")
 # 2.0 s instead of 3.6 s, with worst |cos| 0.9978-0.9995 against
 # 0.9985-0.9995 from scores fitted on all rows.
 SCORE_ROWS = 20_000
+
+# Bound (exclusive) on alpha and ridge: a penalty near it already drives
+# every weight far below float64 resolution, and beyond it the penalised
+# least-squares solves overflow (their rows carry sqrt(alpha)).
+PENALTY_MAX = 1e100
+
+# Largest |x| accepted with input_model="standard": N(0, I) features never
+# come near it, and the third moment cubes x . u (1e50 cubed is 1e150).
+STANDARD_MAX = 1e50
 
 # Training MSE / Var(y) below which a fit is exact and its residual is not
 # examined for structure.
@@ -204,7 +213,7 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
     refine : bool, default True
         Run the local refinement after the tensor stage.
     alpha : float, default 0.0
-        >= 0, the L2 penalty on the weights of both layers in the
+        In [0, 1e100), the L2 penalty on the weights of both layers in the
         refinement, scikit-learn's convention: the objective is the mean
         loss plus alpha / (2 n) (``|A1|^2 + |A2|^2``), with A1 on the
         whitened inputs and A2 on the standardised targets (regression) or
@@ -220,7 +229,7 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         >= 1, Levenberg-Marquardt steps (not epochs: each is a Gauss-Newton
         solve on all the rows) of patience.
     ridge : float, default 1e-8
-        >= 0, the L2 penalty (times n) on the output weights of the initial
+        In [0, 1e100), the L2 penalty (times n) on the output weights of the initial
         fit, added to alpha's.
     max_iter : int, default 50
         >= 0, Levenberg-Marquardt iterations per round and stage.
@@ -287,14 +296,17 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         for a non-Gaussian input model collinear features. Out of core, a
         bad block or chunk is named by its index (and a dask chunk by its
         rows); a dask X chunked along features, or a dask y of other row
-        chunks, is refused before any pass.
+        chunks, is refused before any pass. docs/bad_input.md lists what
+        each bad input gets.
 
     Warns
     -----
     IdentifiabilityWarning
         When the moments support fewer directions than min(n_hidden, rank)
         and the fit is not exact in the end, or, without refinement, fitted
-        units have no detectable third moment.
+        units have no detectable third moment, or when the moments of the
+        labels' residual vanish (labels linear in the inputs, inputs of two
+        values) and the units start from random directions instead.
     LocalOptimumWarning
         When the final residual still correlates with the inputs' score
         functions (unpenalised least squares with Gaussian inputs).
@@ -309,7 +321,8 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
                              n_rounds, callback, blas_threads)
     check_int(block_rows, "block_rows", 1)
     verbose = check_verbose(verbose)
-    with _blas_limit(blas_threads), Progress(verbose) as progress:
+    # threadpoolctl takes Python ints only
+    with _blas_limit(None if blas_threads is None else int(blas_threads)), Progress(verbose) as progress:
         return _fit(X, y, n_hidden, options, random_state, block_rows, progress)
 
 
@@ -377,26 +390,24 @@ def _check_options(activation, task, input_model, init, method, bias_method, con
     if cross_fit and control_variate == "none":
         raise ValueError("cross_fit: expected False with control_variate='none' (there is no fitted control "
                          "variate to cross-fit), got True")
-    if blas_threads is not None:
-        check_int(blas_threads, "blas_threads", 1)
+    if blas_threads is not None:  # threadpoolctl passes it on as a C int
+        check_int(blas_threads, "blas_threads", 1, 2 ** 31 - 1)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected None or a callable, got {type(callback).__name__}")
     return _Options(activation, get_activation(activation), _one_of(task, "task", TASKS),
                     input_model if isinstance(input_model, ScoreFunction)
                     else _one_of(input_model, "input_model", INPUT_MODELS), _one_of(init, "init", INITS),
                     _one_of(method, "method", METHODS), _one_of(bias_method, "bias_method", BIAS_METHODS),
-                    control_variate, cross_fit, _flag(refine, "refine"), _real(alpha, "alpha", 0.0),
+                    control_variate, cross_fit, _flag(refine, "refine"), _real(alpha, "alpha", 0.0, PENALTY_MAX),
                     _flag(early_stopping, "early_stopping"),
                     _real(validation_fraction, "validation_fraction", 0.0, 1.0, closed=False),
-                    check_int(n_iter_no_change, "n_iter_no_change", 1), _real(ridge, "ridge", 0.0),
+                    check_int(n_iter_no_change, "n_iter_no_change", 1), _real(ridge, "ridge", 0.0, PENALTY_MAX),
                     check_int(max_iter, "max_iter", 0), check_int(n_rounds, "n_rounds", 1), callback)
 
 
 def _features(X):
     """X as a finite float64 (n, d) array; boolean features become 0/1."""
-    if np.asarray(X).dtype.kind == "b":
-        X = np.asarray(X, dtype=np.float64)
-    return check_samples(X).astype(np.float64, copy=False)
+    return check_samples(X, boolean=True).astype(np.float64, copy=False)
 
 
 def _targets(y, n, task):
@@ -409,15 +420,27 @@ def _targets(y, n, task):
             raise ValueError(f"y: expected labels that vary, got the constant {float(Y[0, constant[0]])!r}"
                              + (f" in output column {constant[0]}" if Y.shape[1] > 1 else ""))
         return Y, single, None
-    labels = np.asarray(y)
+    try:
+        labels = np.asarray(y)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"y: expected a 1-D array of class labels, could not convert it ({exc})") from None
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"y: expected {n} labels (one per row of X) in a 1-D array for "
                          f"task='classification', got shape {labels.shape}")
     if labels.dtype.kind in "iufb":
         check_targets(labels.astype(np.float64), n)  # finiteness
-    elif labels.dtype.kind == "O" and any(label is None for label in labels):
-        raise ValueError("y: expected a class label in every row, got None")
-    classes, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    elif labels.dtype.kind == "c" and not np.isfinite(labels).all():
+        raise ValueError("y: expected finite class labels, got NaN or infinite entries")
+    elif labels.dtype.kind == "O":
+        if any(label is None for label in labels):
+            raise ValueError("y: expected a class label in every row, got None")
+        if any(isinstance(label, numbers.Number) and label != label for label in labels):
+            raise ValueError("y: expected a class label in every row, got NaN")
+    try:
+        classes, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    except TypeError as exc:  # labels of types that do not compare (1 and "a")
+        raise TypeError(f"y: expected class labels that can be sorted (of one type), got labels of types "
+                        f"{sorted({type(label).__name__ for label in labels})} ({exc})") from None
     def label(i):
         value = classes[i]
         return repr(value.item() if isinstance(value, np.generic) else value)
@@ -498,7 +521,10 @@ def _score_moment(opts, inputs, Z, r, rng):
         # fitted on SCORE_ROWS of them, evaluated on all.
         n = Z.shape[0]
         rows = rng.choice(n, size=SCORE_ROWS, replace=False) if n > SCORE_ROWS else slice(None)
-        score = estimate_product_score(Z[rows], rng)
+        try:
+            score = estimate_product_score(Z[rows], rng)
+        except ValueError as exc:  # too few rows, or a feature of too few distinct values
+            raise ValueError(f"X: input_model='product' cannot fit the features' score functions: {exc}") from None
     else:
         score = opts.input_model
     return ScoreMoment(score, Z, r), {"score": repr(score), **(getattr(score, "diagnostics", None) or {})}
@@ -569,7 +595,8 @@ def _streamed_control_record(opts, stats, w, theta_hat, y_scale, standard):
     record = {"kind": opts.control_variate, "cross_fit": False, "quadratic_dimension": None, "features": None}
     ratio = 1.0
     if opts.control_variate == "linear":
-        var = float(theta_hat @ (stats.y_cov / np.outer(y_scale, y_scale)) @ theta_hat)
+        ys = y_scale / stats.y_scale  # the label scales in the units of y / stats.y_scale (finite)
+        var = float(theta_hat @ (stats.scaled_y_cov / np.outer(ys, ys)) @ theta_hat)
         explained = 2 * float(w @ w) - float(w @ (stats.cov @ w if standard else w))
         ratio = max(var - explained, 0.0) / var if var > 0 else 1.0
     record.update(variance_ratio=ratio, variance_ratio_second=ratio)
@@ -582,6 +609,8 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
     counter = PassCounter()
     if source is None:
         X = _features(X)
+        if X.shape[0] < 2:  # before the labels, which one row cannot make vary
+            raise ValueError(f"X: expected at least 2 samples, got {X.shape[0]}")
         Y, single, classes = _targets(y, X.shape[0], opts.task)
     else:
         _out_of_core_options(opts)
@@ -634,7 +663,16 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
     # Standardise inputs (per feature, then whiten in the non-null space)
     # and, for regression, targets.
     standard = opts.input_model == "standard"
-    inputs = Standardiser.identity(d) if standard else Standardiser.from_covariance(stats.mean, stats.cov)
+    if standard:
+        # The statistics were summed on X / scale (powers of two), and
+        # scale <= max |x| < 2 scale: in memory the check is exact.
+        top = float(np.abs(X).max()) if source is None else 2 * float(stats.scale.max())
+        if top > STANDARD_MAX:
+            raise ValueError(f"X: input_model='standard' expects N(0, I) features, got entries up to {top:.3g} "
+                             f"(above {STANDARD_MAX:g}): use input_model='gaussian' to standardise them")
+        inputs = Standardiser.identity(d)
+    else:
+        inputs = Standardiser.from_covariance(stats.mean, stats.scaled_cov, stats.scale)
     dropped = inputs.dropped
     if dropped["constant_features"] or dropped["null_directions"]:
         notes.append(f"inputs: dropped constant features {dropped['constant_features']} and "
@@ -653,9 +691,15 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
     theta = rng.standard_normal(m)
     theta_hat = theta / np.linalg.norm(theta)
     centre = (stats.y_mean - y_mean) / y_scale
-    cross = stats.cross / y_scale
-    w = cross @ theta_hat if standard else inputs.L.T @ ((cross[inputs.keep] / inputs.s[inputs.keep][:, None])
-                                                          @ theta_hat)
+    # Cov(x / c, y) / y_scale from the statistics on X / c and Y / c_y
+    # (powers of two: finite for any finite data); times c it is Cov(x, y)
+    # / y_scale, over s the correlation.
+    cross = stats.scaled_cross / (y_scale / stats.y_scale)
+    if standard:
+        w = (cross * stats.scale[:, None]) @ theta_hat
+    else:
+        keep = inputs.keep
+        w = inputs.L.T @ ((cross[keep] / (inputs.s[keep] / stats.scale[keep])[:, None]) @ theta_hat)
 
     def standardised(Xb, Yb):
         Xsb = Xb if standard else inputs.transform(Xb)
@@ -682,10 +726,13 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
         if standard:
             Xs = X
         else:
-            Z = (X - inputs.mu)[:, inputs.keep] / inputs.s[inputs.keep]
+            Z = inputs.standardise(X)
             Xs = inputs.whiten(Z)
             counter.count("standardise")
-        Ys = (Y - y_mean) / y_scale
+        # On Y / c (c a power of two per column: exact) so that labels near
+        # the ends of the float64 range neither overflow nor underflow.
+        c = stats.y_scale
+        Ys = (Y / c - y_mean / c) / (y_scale / c)
         r_t = residual(Xs, Ys)
         counter.count("tensor")
         rows = ArraySource(Xs, Ys, block_rows)
@@ -723,6 +770,13 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
     score_record = None
     if not opts.gaussian:
         op, score_record = _score_moment(opts, inputs, Z, r_t, rng)
+    init, directions = opts.init, None
+    flat = ("the moments of the labels' residual after least squares on [1, x] vanish (labels linear in the "
+            "inputs, or inputs of two distinct values): no moment of order >= 2 sees a direction, and the units "
+            "start from random directions")
+    if init == "tensor" and source is None and np.abs(r_t).max() <= 1e-12 * np.abs(y_t).max():
+        note(flat, IdentifiabilityWarning)  # nothing for the tensor stage to decompose
+        init = "random"
     if source is None:
         # The control variate (fastten._control): the default, the in-sample
         # linear residual r_t, costs nothing more; the others replace the
@@ -738,8 +792,13 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
     else:
         control_record, control_passes = _streamed_control_record(opts, stats, w, theta_hat, y_scale, standard), 0
     counter.count("control_variate", control_passes)
-    if opts.init == "tensor":
-        directions = tensor_directions(op, k_moments, opts.method, rng)
+    if init == "tensor":
+        try:
+            directions = tensor_directions(op, k_moments, opts.method, rng)
+        except ZeroTensorError:  # the moments vanish (out of core, or after the control variate)
+            note(flat, IdentifiabilityWarning)
+            init = "random"
+    if directions is not None:
         if not opts.gaussian:
             counter.count("tensor", op.passes)
             # Directions on Z to weights on the whitened x~ (unit norm).
@@ -783,7 +842,8 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
     def info(stage, loss):
         record = {"stage": stage, "iteration": steps[0], "training_loss": loss}
         if plain_mse:
-            record["training_mse"] = 2 * loss / m * float(np.mean(y_scale ** 2)) if opts.alpha == 0 else None
+            with np.errstate(over="ignore"):  # inf for labels near float64's limit: an MSE beyond its range
+                record["training_mse"] = 2 * loss / m * float(np.mean(y_scale ** 2)) if opts.alpha == 0 else None
         return record
 
     def on_step(A1, b1, A2, b2, loss):
@@ -820,9 +880,16 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
 
     # 6. What the data still say.
     outputs = derivative(activation, Xs @ A1 + b1, 0) @ A2 + b2
-    mse = float(np.mean(((outputs - Ys) * y_scale) ** 2)) if opts.loss == "squared" else None
+    with np.errstate(over="ignore"):  # inf for labels near float64's limit: an MSE beyond its range
+        mse = float(np.mean(((outputs - Ys) * y_scale) ** 2)) if opts.loss == "squared" else None
     final_loss = output_loss(outputs, Ys, opts.loss)
-    exact = opts.loss == "squared" and mse <= EXACT_FIT * float(np.mean(np.diag(stats.y_cov)))
+    relative_mse = None
+    if opts.loss == "squared":
+        # Training MSE / Var(y), in standardised units (Var(y) = y_scale^2):
+        # finite wherever the labels are.
+        weight = (y_scale / y_scale.max()) ** 2
+        relative_mse = float(np.mean((outputs - Ys) ** 2 * weight) / np.mean(weight))
+    exact = opts.loss == "squared" and relative_mse <= EXACT_FIT
     structure = None
     if refining and not stopped and opts.loss == "squared" and opts.alpha == 0 and opts.gaussian and not exact:
         # No silent local optimum: a residual that still correlates with the
@@ -832,11 +899,11 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
         if structure >= 1:
             note(f"the residual still correlates with the inputs (its strongest moment direction stands "
                  f"{structure:.1f}x above the noise threshold; training MSE / Var(y) = "
-                 f"{mse / float(np.mean(np.diag(stats.y_cov))):.2e}): the refinement stopped at a local optimum, or "
+                 f"{relative_mse:.2e}): the refinement stopped at a local optimum, or "
                  f"n_hidden={k} units cannot fit these data; try another random_state, more n_rounds or max_iter, "
                  f"or more units", LocalOptimumWarning)
     found = len(directions.kept) + directions.n_joint + directions.n_second
-    if opts.init == "tensor" and found < k_moments:
+    if init == "tensor" and found < k_moments:
         # More units than the moments support (or an activation whose
         # moments vanish): say what the fit did instead. Only a warning when
         # the fit is not exact in the end (the refinement may train them).
@@ -859,7 +926,7 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
     progress.done(times["total"], final_loss)
     sub = directions.subspace
     diagnostics = {
-        "init": opts.init,
+        "init": init,
         "task": opts.task,
         "inputs": inputs.to_dict(),
         "input_model": opts.input_model if isinstance(opts.input_model, str) else "score",

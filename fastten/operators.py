@@ -179,10 +179,13 @@ class DenseTensor(TensorOperator):
         self.dim = T.shape[0]
 
     @classmethod
-    def _trusted(cls, T):
-        """An operator on an internal tensor: symmetrised, not checked."""
+    def _trusted(cls, T, symmetrise=True):
+        """An operator on an internal tensor: symmetrised (unless it is
+        symmetric already), not checked."""
         op = cls.__new__(cls)
-        op.T = sum(T.transpose(p) for p in [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]) / 6
+        if symmetrise:
+            T = sum(T.transpose(p) for p in [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]) / 6
+        op.T = T
         op.dim = T.shape[0]
         return op
 

@@ -202,3 +202,30 @@ def test_merge_refuses_another_configuration():
         A.ThirdMomentIUU(U).update(X, y).merge(A.ThirdMomentIUU(2 * U).update(X, y))
     with pytest.raises(ValueError, match="order: expected 3 or 4, got 5"):
         A.ProjectedMoment(U, 5)
+
+
+@pytest.mark.parametrize("c", [1e-300, 1e200, 1e300])
+def test_covariance_near_the_ends_of_float64(c):
+    # The squares of entries 1e300 overflow and of 1e-300 underflow; the
+    # accumulator sums them on the columns divided by a power of two, and
+    # rescales its running sums when a later block (or a merged
+    # accumulator) is larger. The reference: numpy on X / c, exact.
+    X, y, _, _ = data(3, n=600, d=3, offset=1.0)
+    X = X * np.array([c, 1.0, c])
+    X[:200, 0] *= 2.0 ** -20  # the first blocks are smaller than the rest: the scale grows
+    Y = np.column_stack([y * c, y])
+    acc = A.Covariance()
+    for i in range(0, 300, 97):
+        acc.update(X[i:min(i + 97, 300)], Y[i:min(i + 97, 300)])
+    acc.merge(A.Covariance().update(X[300:], Y[300:]))
+    stats = acc.result()
+    u = np.array([c, 1.0, c])
+    Xu, Yu = X / u, Y / np.array([c, 1.0])
+    close(stats.std / u, Xu.std(axis=0), rtol=1e-12)
+    close(stats.y_std / np.array([c, 1.0]), Yu.std(axis=0), rtol=1e-12)
+    close(stats.mean / u, Xu.mean(axis=0), rtol=1e-12)
+    assert np.isfinite(stats.std).all() and np.all(stats.std > 0) and np.all(stats.y_std > 0)
+    # The scaled statistics are the covariances of X / scale, finite.
+    Xs = X / stats.scale
+    close(stats.scaled_cov, np.cov(Xs.T, bias=True), rtol=1e-10)
+    assert np.all(np.abs(X).max(axis=0) / stats.scale < 2) and np.all(np.abs(X).max(axis=0) / stats.scale >= 1)

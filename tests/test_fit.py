@@ -176,12 +176,12 @@ def test_user_activation_fits_and_saves_by_name(tmp_path):
 def test_save_load_round_trip_multi_output_and_classes(tmp_path):
     rng = np.random.default_rng(0)
     model = TwoLayerNet(rng.standard_normal((4, 2)), rng.standard_normal(2), rng.standard_normal((2, 3)),
-                        rng.standard_normal(3), "relu", {}, np.array(["a", "b"]))
+                        rng.standard_normal(3), "relu", {}, np.array(["a", "b", "c"]))
     model.save(tmp_path / "m.npz")
     loaded = TwoLayerNet.load(tmp_path / "m.npz")
     X = rng.standard_normal((7, 4))
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
-    assert list(loaded.classes) == ["a", "b"]
+    assert list(loaded.classes) == ["a", "b", "c"]
 
 
 def test_save_load_round_trip(tmp_path):
@@ -195,7 +195,7 @@ def test_save_load_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     assert loaded.diagnostics == model.diagnostics and loaded.activation == "tanh"
     np.savez(tmp_path / "other.npz", header=np.array('{"format": "something else"}'))
-    with pytest.raises(ValueError, match="path: expected a fastten.TwoLayerNet/1 file"):
+    with pytest.raises(ValueError, match=r"other.npz' is not a fastten model file \(an .npz archive without"):
         TwoLayerNet.load(tmp_path / "other.npz")
 
 
@@ -216,8 +216,8 @@ y = np.random.default_rng(1).standard_normal(600)
     ((X, y, 2), {"task": "ranking"}, ValueError, r"task: expected one of \('regression', 'classification'\)"),
     ((X, np.ones((600, 2, 2)), 2), {}, ValueError, r"y: expected an array of shape \(600,\) or \(600, m\)"),
     ((X, np.column_stack([y, np.ones(600)]), 2), {}, ValueError, r"y: expected labels that vary, .* column 1"),
-    ((X, y, 2), {"ridge": -1.0}, ValueError, r"ridge: expected a number >= 0, got -1.0"),
-    ((X, y, 2), {"alpha": -1e-3}, ValueError, r"alpha: expected a number >= 0, got -0.001"),
+    ((X, y, 2), {"ridge": -1.0}, ValueError, r"ridge: expected a number >= 0 and < 1e\+100, got -1.0"),
+    ((X, y, 2), {"alpha": -1e-3}, ValueError, r"alpha: expected a number >= 0 and < 1e\+100, got -0.001"),
     ((X, y, 2), {"alpha": "1"}, TypeError, r"alpha: expected a real number, got '1'"),
     ((X, y, 2), {"early_stopping": 1}, TypeError, r"early_stopping: expected True or False, got 1"),
     ((X, y, 2), {"validation_fraction": 1.0}, ValueError, r"validation_fraction: expected a number > 0 and < 1, got 1.0"),
@@ -381,7 +381,7 @@ def test_fit_limits_blas_threads_while_it_runs_and_restores_them():
         fit(net.X, net.y, 2, random_state=0, callback=watch, max_iter=2)
     assert seen and all(threads == [1] * len(before) for threads in seen)
     assert [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"] == before
-    with pytest.raises(ValueError, match=r"blas_threads: expected an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"blas_threads: expected an integer in \[1, 2147483647\], got 0"):
         fit(net.X, net.y, 2, blas_threads=0)
 
 

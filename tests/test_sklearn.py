@@ -216,7 +216,7 @@ def test_random_state_forms(planted):
     ({"n_hidden": 0}, ValueError, r"n_hidden: expected an integer >= 1, got 0"),
     ({"n_hidden": 2.5}, TypeError, r"n_hidden: expected an integer, got 2.5"),
     ({"activation": "swish"}, ValueError, r"activation"),
-    ({"alpha": -1.0}, ValueError, r"alpha: expected a number >= 0, got -1.0"),
+    ({"alpha": -1.0}, ValueError, r"alpha: expected a number >= 0 and < 1e\+100, got -1.0"),
     ({"max_iter": -1}, ValueError, r"max_iter: expected an integer >= 0, got -1"),
     ({"method": "svd"}, ValueError, r"method: expected one of"),
     ({"validation_fraction": 1.5, "early_stopping": True}, ValueError, r"validation_fraction"),
