@@ -548,7 +548,7 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
     rows = np.sort(rng.choice(n, size=min(n, n_precondition), replace=False))
     preconditioner = PRECONDITIONERS[preconditioner]
     # The CG products need only CG's accuracy: in float32 (a copy of X)
-    # they cost less (MIXED_PRECISION); the gradient and the loss stay in
+    # they cost less (MIXED_PRECISION_MIN); the gradient and the loss stay in
     # float64, and the solves stop at 1e-4 (float32 products cannot go
     # much further), so the steps converge linearly at that rate instead
     # of quadratically at the very end.
