@@ -2,8 +2,10 @@
 errors and missing peers, the report's plain sentences, the per-seed choice
 of the peers' configurations, and the peers themselves on tiny problems."""
 
+import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -413,3 +415,62 @@ def test_bench_moments_population_reference_matches_the_dense_one():
         want = np.einsum(dense, list(range(order)), *[a for i in range(order) for a in (W, [i, order + i])],
                          list(range(order, 2 * order)))
         np.testing.assert_allclose(M, want, rtol=1e-9, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------
+# python -m bench scale
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, names", [
+    (("scale", "--n", "0"), "--n"),
+    (("scale", "--compare-n", "-1"), "--compare-n"),
+    (("scale", "--rss-bar", "lots"), "--rss-bar"),
+])
+def test_scale_usage_errors_exit_2(args, names):
+    result = run_bench(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: python -m bench") and names in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_scale_writes_the_planted_network_block_by_block(tmp_path, monkeypatch):
+    from bench import scale
+
+    monkeypatch.setattr(scale, "GEN_ROWS", 300)  # several blocks, the last one short
+    net = scale.planted_weights(6, 2, seed=4)
+    x_path, y_path = scale.write_data(tmp_path, "t", net, 1000, 4, scale.TRAIN_STREAM)
+    X, y = np.load(x_path, mmap_mode="r"), np.load(y_path)
+    assert X.dtype == np.float32 and X.shape == (1000, 6) and y.dtype == np.float64 and y.shape == (1000,)
+    # The labels are the planted network's outputs at the stored float32 rows,
+    # and the weights are make_planted_network's for the same seed.
+    np.testing.assert_array_equal(y, net.output(np.asarray(X, dtype=np.float64)))
+    from fastten.datasets import make_planted_network
+    np.testing.assert_array_equal(net.A1, make_planted_network(50, 6, 2, random_state=4).A1)
+    # Blocks of the same stream: the same rows whatever the block size.
+    monkeypatch.setattr(scale, "GEN_ROWS", 1000)
+    x2, _ = scale.write_data(tmp_path, "u", net, 1000, 4, scale.TRAIN_STREAM)
+    np.testing.assert_array_equal(np.load(x2), X)
+    X_test, f_test = scale.fresh_rows(net, 1000, 4)
+    assert not np.array_equal(X_test, X) and np.array_equal(f_test, net.output(X_test.astype(np.float64)))
+
+
+def test_scale_tiny_run_prints_the_table_and_writes_the_json(tmp_path):
+    out, data = tmp_path / "out", tmp_path / "data"
+    result = run_bench("scale", "--n", "6000", "--d", "6", "--k", "2", "--compare-n", "3000", "--test-rows", "2000",
+                       "--no-dask", "--folder", str(data), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"\| 6,000 x 6, k=2 +\| memory-mapped \.npy +\| +[0-9.]+ \|", result.stdout)
+    report = (out / "scale.md").read_text()
+    assert "| data set" in report and "in memory" in report and "peak RSS" in report
+    records = [json.loads(line) for line in (out / "scale.jsonl").read_text().splitlines()]
+    fits = [r for r in records if r.get("kind") != "run"]
+    assert [(r["data_set"], r["route"]) for r in fits] == [("big", "memmap"), ("compare", "memory"),
+                                                          ("compare", "memmap")]
+    for r in fits:
+        # A noise-free planted network of 2 units in 6 dimensions: every
+        # route recovers it (the recovery bench's exact bar).
+        assert r["exact"] and r["worst_cos"] >= 0.9999 and r["relative_mse"] <= 1e-6
+        assert 0 < r["peak_rss_mb"] and r["rss_before_fit_mb"] <= r["peak_rss_mb"]
+        assert r["data_passes"]["output_layer"] == 1 and r["seconds"] > 0
+    assert fits[0]["data_passes"]["gather"] == 1 and "gather" not in fits[1]["data_passes"]
+    assert list(data.iterdir()) == []  # the data files are deleted without --keep
