@@ -145,17 +145,11 @@ def initial_units(Xs, y, directions, activation, bias_method, rng):
     return A1, b1, units, 1 + (bias_method == "fourier")
 
 
-def _z(y, H):
-    """mean(y h) / its standard error, per column h of H."""
-    v = y[:, None] * H
-    return v.mean(axis=0) / (v.std(axis=0) / np.sqrt(H.shape[0]) + np.finfo(float).tiny)
-
-
 def third_moment_z(op, U):
     """mean(y S3(x)(u_j, u_j, u_j)) / its standard error, per column u_j of
     U, for the cross-moment ``op`` (labels op.y); for Gaussian inputs and
     unit u_j, S3(x)(u, u, u) = He3(u . x)."""
-    return _z(op.y, op.uuu_samples(U))
+    return op.score_spread(U, 3).z()
 
 
 def visible_z(d, k):
@@ -194,7 +188,7 @@ def second_moment_directions(op, count, exclude, rng):
     Q = np.linalg.qr(off(Q))[0]  # again: the first projection is lost to rounding in the product
     vals, vecs = np.linalg.eigh(Q.T @ op.second_moment_dot(Q))
     U = Q @ vecs[:, np.argsort(-np.abs(vals))[:count]]
-    return U, _z(op.y2, op.s2_samples(U))
+    return U, op.score_spread(U, 2).z()
 
 
 def second_order_z(d):
@@ -281,7 +275,7 @@ def select_directions(U, z, threshold, op, rng, candidates=None, limit=None, cou
     if len(out) < limit and candidates is not None:
         # Directions of the joint M2 + M3 decomposition that either moment
         # sees, strongest first (in units of their thresholds).
-        score = np.maximum(np.abs(_z(op.y2, op.s2_samples(candidates))) / second_order_z(d),
+        score = np.maximum(np.abs(op.score_spread(candidates, 2).z()) / second_order_z(d),
                            np.abs(third_moment_z(op, candidates)) / threshold)
         for j in np.argsort(-score):
             if len(out) == limit or score[j] < 1:

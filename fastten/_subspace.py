@@ -148,10 +148,10 @@ def _entry_noise(op, B, rng, probes=8):
     passes (the operator counts them)."""
     W = B @ rng.standard_normal((B.shape[1], probes))
     W /= np.linalg.norm(W, axis=0)
-    r2, r = op.y2[:, None], op.y[:, None]  # the second order's labels, and the higher orders'
-    n = r.shape[0]
-    sigma2 = np.mean(np.std(r2 * op.s2_samples(W), axis=0)) / np.sqrt(2.0 * n)
-    sigma3 = np.mean(np.std(r * op.uuu_samples(W), axis=0)) / np.sqrt(6.0 * n)
+    # Order 2 with the second order's labels, order 3 with the higher orders'.
+    s2, s3 = op.score_spread(W, 2), op.score_spread(W, 3)
+    sigma2 = np.mean(s2.std) / np.sqrt(2.0 * s2.n)
+    sigma3 = np.mean(s3.std) / np.sqrt(6.0 * s3.n)
     tiny = np.finfo(float).tiny
     return max(sigma2, tiny), max(sigma3, tiny)
 

@@ -37,6 +37,8 @@ S_m, for standardised rows):
 - ``ThirdMomentSliceDot``: E[y S3](I, I, theta) Omega.
 - ``FourthMomentIUUU``: E[y S4](I, u_j, u_j, u_j).
 - ``ProjectedMoment``: E[y S_m](W, ..., W) for m = 3 or 4, dense (k,)*m.
+- ``ScoreSpread``: mean and standard deviation over the samples of
+  y S_m(x)(u_j, ..., u_j), m = 2 or 3 (the z-tests and noise estimates).
 - ``NormalEquations``: ridge regression of labels on [features, 1].
 - ``OutputLayer``: the same for the features sigma(X A1 + b1) of a network.
 """
@@ -53,7 +55,7 @@ from .moments import _plan, _unpack_index, unpack_symmetric
 __all__ = [
     "Accumulator", "Covariance", "CovarianceResult", "LeastSquares", "FirstMoment", "SecondMomentDot",
     "ThirdMomentIUU", "ThirdMomentUUU", "ThirdMomentSliceDot", "FourthMomentIUUU", "ProjectedMoment",
-    "NormalEquations", "OutputLayer", "PassCounter", "Pass", "check_block",
+    "ScoreSpread", "Spread", "NormalEquations", "OutputLayer", "PassCounter", "Pass", "check_block",
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -307,7 +309,8 @@ class Accumulator:
     def _check_same(self, other):
         for name in self._config():
             a, b = getattr(self, name), getattr(other, name)
-            if not (a is b or (isinstance(a, np.ndarray) and np.array_equal(a, b)) or a == b):
+            same = np.array_equal(a, b) if isinstance(a, np.ndarray) else (a is b or a == b)
+            if not same:
                 raise ValueError(f"other: expected an accumulator of the same {name.strip('_')}, got another")
 
 
@@ -845,6 +848,109 @@ class ProjectedMoment(_KernelMoment):
             R += self.ysum * (G[a, b] * G[c, e] + G[a, c] * G[b, e] + G[a, e] * G[b, c])
         R /= self.n
         return unpack_symmetric(R, k, self.order)
+
+
+class Spread:
+    """What :class:`ScoreSpread` returns: per column, the mean and standard
+    deviation (divided by n) over the samples of a value v_i, and n.
+
+    Attributes
+    ----------
+    n : int
+        The samples.
+    mean : numpy.ndarray, shape (m,)
+        (1/n) sum_i v_ij.
+    std : numpy.ndarray, shape (m,)
+        sqrt((1/n) sum_i (v_ij - mean_j)^2), as ``numpy.std``.
+    """
+
+    def __init__(self, n, mean, std):
+        self.n, self.mean, self.std = n, mean, std
+
+    def z(self):
+        """mean / its standard error, std / sqrt(n), per column (a column of
+        zero spread gives +-inf for a nonzero mean, 0 for a zero one)."""
+        return self.mean / (self.std / np.sqrt(self.n) + np.finfo(float).tiny)
+
+
+def spread_of(v):
+    """The mean (m,) and centred sum of squares (m,) of the rows of v (rows, m), by two passes over them."""
+    mean = v.mean(axis=0)
+    c = v - mean
+    return mean, np.einsum("ij,ij->j", c, c)
+
+
+def merge_spread(a, na, b, nb):
+    """The (mean, centred sum of squares) of two groups of rows from each
+    group's (Chan, Golub and LeVeque)."""
+    n = na + nb
+    delta = b[0] - a[0]
+    return a[0] + delta * (nb / n), a[1] + b[1] + delta * delta * (na * nb / n)
+
+
+def gaussian_score(Z, norms, order):
+    """S_order(x)(u, ..., u) of standardised rows from Z = x . u (rows, m)
+    and norms = |u|^2 (m,): Z^2 - |u|^2 (order 2), Z (Z^2 - 3 |u|^2)
+    (order 3)."""
+    if order == 2:
+        return Z * Z - norms
+    return Z * (Z * Z - 3.0 * norms)
+
+
+class ScoreSpread(Accumulator):
+    """The spread over the samples of y S_m(x)(u_j, ..., u_j), per column
+    u_j, m = 2 or 3 (Gaussian scores; standardised rows); ``result()`` is a
+    :class:`Spread` (mean and standard deviation per column).
+
+    What the fit's significance tests need of the per-sample scores
+    (z = mean / (std / sqrt(n)), and the noise of the projected moments),
+    in memory of the size of U rather than n x m: each block's values are
+    computed in float64, centred on the block's mean, and merged by Chan's
+    update. Blocks need 1-D labels and d features.
+
+    Parameters
+    ----------
+    U : array_like, shape (d, m)
+        The vectors u_j, one per column.
+    order : {2, 3}, default 3
+        The order m of the score function.
+    check : bool, default True
+        Whether to check that the vectors are finite (the library's own
+        callers pass False).
+
+    Raises
+    ------
+    ValueError
+        When U is not 2-D with at least one column, (with ``check``) has NaN
+        or infinite entries, or ``order`` is not 2 or 3.
+    """
+
+    _labels = "vector"
+
+    def __init__(self, U, order=3, *, check=True):
+        if order not in (2, 3):
+            raise ValueError(f"order: expected 2 or 3, got {order!r}")
+        U = _vectors(U, "U", check=check)
+        super().__init__(U.shape[0])
+        self._vectors, self.order = U, order
+
+    def _config(self):
+        return ("_vectors", "order")
+
+    def _start(self):
+        self._norms = np.einsum("aj,aj->j", self._vectors, self._vectors)
+        self._stats = None
+
+    def _update(self, X, y):
+        v = y[:, None] * gaussian_score(X @ self._vectors, self._norms, self.order)
+        block = spread_of(v)
+        self._stats = block if self.n == 0 else merge_spread(self._stats, self.n, block, X.shape[0])
+
+    def _merge(self, other):
+        self._stats = merge_spread(self._stats, self.n, other._stats, other.n)
+
+    def _result(self):
+        return Spread(self.n, self._stats[0].copy(), np.sqrt(self._stats[1] / self.n))
 
 
 # ----------------------------------------------------------------------------

@@ -410,41 +410,28 @@ class DataMoment(TensorOperator):
         """
         return self._pass(A.ProjectedMoment(W, 4, check=False))
 
-    def _per_sample(self, U, fn):
-        U = np.asarray(U)
-        norms = np.einsum("aj,aj->j", U, U)
-        self._count()
-        return np.concatenate(each_block(self.source, lambda X, _: fn(X @ U, norms)))
+    def score_spread(self, U, order):
+        """The spread over the samples of r S_order(x)(u_j, ..., u_j), per column, in one pass.
 
-    def s2_samples(self, U):
-        """The second score function of every sample along each u, in one pass.
+        What the significance tests need of the per-sample scores (their
+        mean and standard deviation per column), accumulated block by block
+        (:class:`fastten.accumulate.ScoreSpread`): memory O(d m), not n x m.
 
         Parameters
         ----------
         U : numpy.ndarray, shape (d, m)
             float64 vectors u_j, one per column.
+        order : {2, 3}
+            The score's order; r is ``y2`` for order 2 and ``y`` for order 3.
 
         Returns
         -------
-        numpy.ndarray, shape (n, m)
-            S2(x_i)(u_j, u_j) = (u_j . x_i)^2 - ``|u_j|^2``.
+        fastten.accumulate.Spread
+            ``n``, and per column ``mean`` and ``std`` (divided by n) of
+            r_i S_order(x_i)(u_j, ..., u_j), where S2(x)(u, u) = (u . x)^2 -
+            ``|u|^2`` and S3(x)(u, u, u) = (u . x)^3 - 3 ``|u|^2`` (u . x).
         """
-        return self._per_sample(U, lambda Z, nu: Z * Z - nu)
-
-    def uuu_samples(self, U):
-        """The third score function of every sample along each u, in one pass.
-
-        Parameters
-        ----------
-        U : numpy.ndarray, shape (d, m)
-            float64 vectors u_j, one per column.
-
-        Returns
-        -------
-        numpy.ndarray, shape (n, m)
-            S3(x_i)(u_j, u_j, u_j) = (u_j . x_i)^3 - 3 ``|u_j|^2`` (u_j . x_i).
-        """
-        return self._per_sample(U, lambda Z, nu: Z * (Z * Z - 3.0 * nu))
+        return self._pass(A.ScoreSpread(U, order, check=False), self.source2 if order == 2 else None)
 
 
 class Deflated(TensorOperator):

@@ -36,6 +36,7 @@ from scipy.interpolate import BSpline
 from scipy.special import gammaln, logsumexp
 
 from ._kernels import scores as KS
+from .accumulate import Spread, merge_spread, spread_of
 from .moments import _plan, _unpack_index, unpack_symmetric
 from .operators import TensorOperator
 from ._validation import check_int, check_labels, check_samples
@@ -47,6 +48,10 @@ __all__ = [
 ]
 
 _DERIVATIVES = ("psi", "dpsi", "d2psi")
+
+# Rows per block of ScoreMoment.score_spread's per-sample scores (a
+# multiple of the kernels' BLOCK): memory SPREAD_ROWS x m float64.
+SPREAD_ROWS = 32 * KS.BLOCK
 
 
 def _check_real(value, name, low=-np.inf, high=np.inf, *, closed=False):
@@ -905,37 +910,41 @@ class ScoreMoment(TensorOperator):
         """
         return self._pass(KS.score_s2_dot_acc, (self.Psi, self.dPsi, self.y2), Omega.shape, Omega)
 
-    def uuu_samples(self, U):
-        """The third score function of every sample along each u, in one pass.
+    def score_spread(self, U, order):
+        """The spread over the samples of r S_order(x)(u_j, ..., u_j), per column, in one pass.
+
+        As :meth:`fastten.operators.DataMoment.score_spread`, with this
+        operator's score functions: the per-sample scores are computed
+        ``SPREAD_ROWS`` rows at a time and their mean and centred sum of
+        squares merged by Chan's update (memory O(SPREAD_ROWS m), not n x m).
 
         Parameters
         ----------
         U : numpy.ndarray, shape (d, m)
             float64 vectors u_j, one per column.
+        order : {2, 3}
+            The score's order; r is ``y2`` for order 2 and ``y`` for order 3.
 
         Returns
         -------
-        numpy.ndarray, shape (n, m)
-            S3(x_i)(u_j, u_j, u_j), without the labels.
+        fastten.accumulate.Spread
+            ``n``, and per column ``mean`` and ``std`` (divided by n) of
+            r_i S_order(x_i)(u_j, ..., u_j).
         """
-        shape = (self.y.shape[0], U.shape[1])
-        return self._pass(KS.score_s3_uuu_samples, (self.Psi, self.dPsi, self.d2Psi), shape, U, mean=False)
-
-    def s2_samples(self, U):
-        """The second score function of every sample along each u, in one pass.
-
-        Parameters
-        ----------
-        U : numpy.ndarray, shape (d, m)
-            float64 vectors u_j, one per column.
-
-        Returns
-        -------
-        numpy.ndarray, shape (n, m)
-            S2(x_i)(u_j, u_j), without the labels.
-        """
-        shape = (self.y.shape[0], U.shape[1])
-        return self._pass(KS.score_s2_uu_samples, (self.Psi, self.dPsi), shape, U, mean=False)
+        self.passes += 1
+        U = np.ascontiguousarray(U, dtype=np.float64)
+        y = self.y2 if order == 2 else self.y
+        n, stats = y.shape[0], None
+        for i in range(0, n, SPREAD_ROWS):
+            j = min(n, i + SPREAD_ROWS)
+            H = np.zeros((j - i, U.shape[1]))
+            if order == 2:
+                KS.score_s2_uu_samples(self.Psi[i:j], self.dPsi[i:j], U, H)
+            else:
+                KS.score_s3_uuu_samples(self.Psi[i:j], self.dPsi[i:j], self.d2Psi[i:j], U, H)
+            block = spread_of(y[i:j, None] * H)
+            stats = block if stats is None else merge_spread(stats, i, block, j - i)
+        return Spread(n, stats[0], np.sqrt(stats[1] / n))
 
     def project(self, W):
         """The cross-moment projected on W, M3(W, W, W), in one pass.

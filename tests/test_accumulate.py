@@ -229,3 +229,80 @@ def test_covariance_near_the_ends_of_float64(c):
     Xs = X / stats.scale
     close(stats.scaled_cov, np.cov(Xs.T, bias=True), rtol=1e-10)
     assert np.all(np.abs(X).max(axis=0) / stats.scale < 2) and np.all(np.abs(X).max(axis=0) / stats.scale >= 1)
+
+
+# ----------------------------------------------------------------------------
+# ScoreSpread: the significance tests' statistics without n x m arrays
+# ----------------------------------------------------------------------------
+
+
+def spread_reference(X, y, U, order):
+    """The dense computation ScoreSpread replaces: every sample's
+    y S_order(x)(u_j, ..., u_j) in an (n, m) array, then numpy's mean and std."""
+    Z, nu = X @ U, np.sum(U * U, axis=0)
+    v = y[:, None] * (Z * Z - nu if order == 2 else Z * (Z * Z - 3.0 * nu))
+    return v.mean(axis=0), v.std(axis=0)
+
+
+def assert_spread(got, X, y, U, order):
+    mean, std = spread_reference(X, y, U, order)
+    assert got.n == X.shape[0] and got.mean.shape == got.std.shape == (U.shape[1],)
+    # The same float64 per-sample values summed in another order (blocks,
+    # centred, merged): the results differ by a few n eps64 (1.3e-13 at
+    # n = 600) of the values' size, std + |mean|; 1e-12 relative is the bar
+    # of the change that introduced ScoreSpread.
+    size = std + np.abs(mean)
+    assert np.all(np.abs(got.mean - mean) <= 1e-12 * size)
+    assert np.all(np.abs(got.std - std) <= 1e-12 * size)
+    z = mean / (std / np.sqrt(X.shape[0]) + np.finfo(float).tiny)
+    assert np.all(np.abs(got.z() - z) <= 1e-12 * np.abs(z) * (1 + np.abs(mean) / std))
+
+
+@given(cuts=split_points(600), order=st.sampled_from([2, 3]), order_seed=st.integers(0, 2 ** 16))
+def test_score_spread_equals_the_per_sample_computation_however_merged(cuts, order, order_seed):
+    X, y, U, _ = data(12, offset=0.3)
+    y = y + 2.0  # labels of nonzero mean: mean and spread both matter
+    assert_spread(A.ScoreSpread(U, order).update(X, y).result(), X, y, U, order)
+    chunked = A.ScoreSpread(U, order)
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        chunked.update(X[a:b], y[a:b])
+    assert_spread(chunked.result(), X, y, U, order)
+    parts = [A.ScoreSpread(U, order).update(X[a:b], y[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+    perm = np.random.default_rng(order_seed).permutation(len(parts))
+    fold = functools.reduce(lambda a, b: a.merge(b), [A.ScoreSpread(U, order)] + [parts[i] for i in perm])
+    assert_spread(fold.result(), X, y, U, order)
+
+
+def test_score_spread_of_float32_blocks_is_that_of_their_float64_values():
+    # The fit's tensor stage streams float32 rows and labels: the values are
+    # formed in float64 from them, as the per-sample route did.
+    X, y, U, _ = data(13, n=3000)
+    X32, y32 = X.astype(np.float32), y.astype(np.float32)
+    acc = A.ScoreSpread(U, 3)
+    for i in range(0, 3000, 700):
+        acc.update(X32[i:i + 700], y32[i:i + 700])
+    assert_spread(acc.result(), X32.astype(np.float64), y32.astype(np.float64), U, 3)
+
+
+def test_score_spread_bad_configuration():
+    X, y, U, _ = data(14)
+    with pytest.raises(ValueError, match="order: expected 2 or 3, got 4"):
+        A.ScoreSpread(U, 4)
+    with pytest.raises(ValueError, match="same order"):
+        A.ScoreSpread(U, 2).update(X, y).merge(A.ScoreSpread(U, 3).update(X, y))
+    with pytest.raises(ValueError, match="same vectors"):
+        A.ScoreSpread(U, 2).update(X, y).merge(A.ScoreSpread(2 * U, 2).update(X, y))
+    with pytest.raises(ValueError, match="ScoreSpread: no samples seen"):
+        A.ScoreSpread(U).result()
+
+
+def test_data_moment_score_spread_reads_each_order_s_labels_in_one_pass():
+    from fastten._sources import ArraySource
+    from fastten.operators import DataMoment
+
+    X, y, U, _ = data(15, n=1000)
+    y2 = np.cos(3 * y)
+    op = DataMoment.from_source(ArraySource(X, y, 97), X.shape[1], source2=ArraySource(X, y2, 97))
+    assert_spread(op.score_spread(U, 3), X, y, U, 3)
+    assert_spread(op.score_spread(U, 2), X, y2, U, 2)
+    assert op.passes == 2

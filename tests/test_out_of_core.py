@@ -7,6 +7,7 @@ issue's bar) leaves room for BLAS rounding that depends on a product's row
 count. Measured: bit-identical (0.0) on the problems here.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -114,45 +115,80 @@ def test_out_of_core_input_errors(planted):
 
 
 CHILD = textwrap.dedent("""
-    import resource, sys
+    import re
     import numpy as np
     import fastten
+    from fastten import _bias
     from fastten.datasets import make_planted_network
+
+    def status(key):  # kB, from /proc/self/status
+        with open("/proc/self/status") as f:
+            return int(re.search(key + r":\\s+(\\d+)", f.read()).group(1))
+
     warm = make_planted_network(3000, {d}, 2, random_state=0)
     fastten.fit(warm.X, warm.y, 2, random_state=0, max_iter=2, n_rounds=1)  # load the compiled kernels
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # The units' scale search builds its grid once per activation and
+    # process (about 170 MB for a moment, whatever n): build it here too.
+    _bias._grid(_bias._smooth_activation("sigmoid"))
+    # Reset the peak (VmHWM) to the resident size now: the peak of the
+    # imports and the warm-up (about 370 MB) would hide any growth below it.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = status("VmRSS")
     X = np.load({path!r}, mmap_mode="r")
     y = np.load({labels!r})
     model = fastten.fit(X, y, 2, random_state=0, block_rows={rows}, max_iter=3, n_rounds=1)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print((after - before) / 1024, model.diagnostics["rows"]["in_memory"])
+    print((status("VmHWM") - before) / 1024, model.diagnostics["rows"]["in_memory"])
 """)
 
 
-def test_memmap_is_not_read_whole(tmp_path):
-    # 200000 x 100 float64 = 160 MB on disk, written in pieces. The fit may
-    # hold the labels (1.6 MB), per-sample scores (n x a few columns: 1.6 MB
-    # each), one block of rows (8192 x 100 x 8 = 6.5 MB, a few copies) and
-    # the gathered rows (2 x 8192 x 100 x 8 = 13 MB): the allowed growth of
-    # the peak, 60 MB, is well under the file's 160 MB, which reading the
-    # mapped file whole would add (its pages count as resident).
-    n, d = 200_000, 100
+def peak_growth_of_fit(tmp_path, n, d, dtype, rows):
+    """Write an (n, d) memory-mapped file of Gaussian rows and labels of a
+    tanh unit, in pieces; fit it in a child process; return the growth of
+    the child's peak resident memory during the fit (MB, labels loaded
+    included) and the rows the fit held in memory."""
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("the peak resident size cannot be reset here (/proc/self/clear_refs, Linux)")
     path, labels = tmp_path / "big.npy", tmp_path / "y.npy"
-    X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(n, d))
+    X = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n, d))
     rng = np.random.default_rng(0)
     a = rng.standard_normal(d) / np.sqrt(d)
     y = np.empty(n)
-    for i in range(0, n, 20_000):
-        block = rng.standard_normal((20_000, d))
-        X[i:i + 20_000] = block
-        y[i:i + 20_000] = np.tanh(block @ a) + 0.1 * rng.standard_normal(20_000)
+    piece = 20_000
+    for i in range(0, n, piece):
+        block = rng.standard_normal((piece, d))
+        X[i:i + piece] = block
+        y[i:i + piece] = np.tanh(block @ a) + 0.1 * rng.standard_normal(piece)
     X.flush()
     del X
     np.save(labels, y)
-    out = subprocess.run([sys.executable, "-c", CHILD.format(d=d, path=str(path), labels=str(labels), rows=8192)],
+    out = subprocess.run([sys.executable, "-c", CHILD.format(d=d, path=str(path), labels=str(labels), rows=rows)],
                          capture_output=True, text=True, timeout=900, cwd=str(__import__("pathlib").Path(
                              fastten.__file__).parents[1]))
     assert out.returncode == 0, out.stderr[-3000:]
     growth, in_memory = out.stdout.split()[-2:]
-    assert int(in_memory) < n  # the row stages ran on a sample, not on all rows
-    assert float(growth) < 60, growth
+    return float(growth), int(in_memory)
+
+
+def test_memmap_is_not_read_whole(tmp_path):
+    # 200000 x 100 float64 = 160 MB on disk. The fit may hold the labels
+    # (1.6 MB), one block of rows (8192 x 100 x 8 = 6.5 MB, a few copies)
+    # and the gathered rows (2 x 8192 x 100 x 8 = 13 MB), with the copies
+    # each stage makes of them: 52 MB measured. The allowed growth of the
+    # peak, 60 MB, is well under the file's 160 MB, which reading the mapped
+    # file whole would add (its pages count as resident).
+    n = 200_000
+    growth, in_memory = peak_growth_of_fit(tmp_path, n, 100, np.float64, 8192)
+    assert in_memory < n  # the row stages ran on a sample, not on all rows
+    assert growth < 60, growth
+
+
+def test_memmap_fit_holds_no_per_sample_score_columns(tmp_path):
+    # 10^6 x 4 float32 (16 MB on disk), k = 2. The tensor stage's z-tests
+    # and noise edge once built per-sample scores, n x max(8, k) float64 =
+    # 64 MB, with temporaries of that size: the peak grew by 163 MB
+    # (measured). They now take each column's mean and spread block by
+    # block: 13.5 MB measured (the labels, 8 MB, loaded in the child, and
+    # blocks of 16384 rows). 40 MB is below the score columns alone.
+    growth, _ = peak_growth_of_fit(tmp_path, 1_000_000, 4, np.float32, 16384)
+    assert growth < 40, growth

@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 from fastten import _kernels as K
 from fastten._nonorth import jennrich
 from fastten.operators import DataMoment
+from fastten import scores
 from fastten.scores import (EstimatedScore, GaussianMixture2, Gaussian, GeneralizedNormal, Logistic, ProductScore,
                             ScoreMoment, StudentT, estimate_product_score, stein_z)
 
@@ -172,10 +173,6 @@ CASES = {  # name -> (fast(op, U, theta), reference(M2, M3, S2s, S3s, U, theta),
     "second_moment_dot": (lambda op, U, t: op.second_moment_dot(U), lambda M2, M3, S2s, S3s, U, t: M2 @ U, False),
     "project": (lambda op, U, t: op.project(U),
                 lambda M2, M3, S2s, S3s, U, t: np.einsum("abc,ai,bj,ck->ijk", M3, U, U, U), False),
-    "uuu_samples": (lambda op, U, t: op.uuu_samples(U),
-                    lambda M2, M3, S2s, S3s, U, t: np.einsum("iabc,aj,bj,cj->ij", S3s, U, U, U), True),
-    "s2_samples": (lambda op, U, t: op.s2_samples(U),
-                   lambda M2, M3, S2s, S3s, U, t: np.einsum("iab,aj,bj->ij", S2s, U, U), True),
 }
 
 
@@ -244,13 +241,48 @@ def test_gaussian_family_is_data_moment(name):
     X, y = rng.standard_normal((K.BLOCK + 300, 6)), rng.standard_normal(K.BLOCK + 300)
     U, t = rng.standard_normal((6, 3)), rng.standard_normal(6)
     got = CASES[name][0](ScoreMoment(ProductScore(Gaussian()), X, y), U, t)
-    if name in ("uuu_samples", "s2_samples"):
-        P, nu = X @ U, np.sum(U * U, axis=0)
-        want = P * (P * P - 3 * nu) if name == "uuu_samples" else P * P - nu
-    else:
-        want = CASES[name][0](DataMoment(X, y), U, t)
+    want = CASES[name][0](DataMoment(X, y), U, t)
     scale = term_scale((X, np.ones_like(X)), y, U, CASES[name][2])
     assert np.max(np.abs(got - want)) <= 1e-10 * np.max(np.abs(want)) + 1e-14 * scale
+
+
+def spread_reference(arrays, y, U, order):
+    """Per column, numpy's mean and std of the dense per-sample y S_order(x_i)(u_j, ..., u_j)."""
+    S2s, S3s = ref.product_score_samples(*arrays)
+    H = np.einsum("iab,aj,bj->ij", S2s, U, U) if order == 2 else np.einsum("iabc,aj,bj,cj->ij", S3s, U, U, U)
+    v = y[:, None] * H
+    return v.mean(axis=0), v.std(axis=0)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_score_spread_matches_the_per_sample_reference_over_many_blocks(order, monkeypatch):
+    # Blocks of BLOCK rows, n ragged across four of them; the second order
+    # reads y2.
+    monkeypatch.setattr(scores, "SPREAD_ROWS", K.BLOCK)
+    arrays, y, U, _ = problem(8, 3 * K.BLOCK + 77, 4, 3)
+    y2 = np.sin(3 * y) + 0.5
+    op = ScoreMoment.from_arrays(*arrays, y)._restricted(None, y, y2)
+    got = op.score_spread(U, order)
+    mean, std = spread_reference(arrays, y2 if order == 2 else y, U, order)
+    # float64 sums of the same per-sample terms in another order (the
+    # kernels' terms agree with the reference's to term_scale eps64): a few
+    # n eps64 of std + |mean|, well under 1e-10 at n = 6221.
+    size = std + np.abs(mean)
+    assert got.n == y.shape[0] and op.passes == 1
+    assert np.all(np.abs(got.mean - mean) <= 1e-10 * size)
+    assert np.all(np.abs(got.std - std) <= 1e-10 * size)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_gaussian_family_score_spread_is_data_moment_s(order):
+    rng = np.random.default_rng(6)
+    X, y = rng.standard_normal((K.BLOCK + 300, 6)), rng.standard_normal(K.BLOCK + 300) + 1.0
+    U = rng.standard_normal((6, 3))
+    got = ScoreMoment(ProductScore(Gaussian()), X, y).score_spread(U, order)
+    want = DataMoment(X, y).score_spread(U, order)
+    size = want.std + np.abs(want.mean)  # the same values up to the kernels' rounding of each term
+    assert np.all(np.abs(got.mean - want.mean) <= 1e-12 * size)
+    assert np.all(np.abs(got.std - want.std) <= 1e-12 * size)
 
 
 # ----------------------------------------------------------------------------
