@@ -854,7 +854,7 @@ class Spread:
     """What :class:`ScoreSpread` returns: per column, the mean and standard
     deviation (divided by n) over the samples of a value v_i, and n.
 
-    Attributes
+    Parameters
     ----------
     n : int
         The samples.
@@ -868,8 +868,15 @@ class Spread:
         self.n, self.mean, self.std = n, mean, std
 
     def z(self):
-        """mean / its standard error, std / sqrt(n), per column (a column of
-        zero spread gives +-inf for a nonzero mean, 0 for a zero one)."""
+        """The z-score of each column's mean.
+
+        Returns
+        -------
+        numpy.ndarray, shape (m,)
+            mean / (std / sqrt(n)), the mean over its standard error; a
+            column of zero spread gives +-inf for a nonzero mean, 0 for a
+            zero one.
+        """
         return self.mean / (self.std / np.sqrt(self.n) + np.finfo(float).tiny)
 
 
