@@ -121,7 +121,10 @@ class Standardiser:
         keep = self.keep
         mu, s = self.mu[keep], self.s[keep]
         c = power_of_two_scale(np.maximum(np.abs(mu), s))
-        return (X[:, keep] / c - mu / c) / (s / c)
+        Z = np.divide(X if keep.size == X.shape[1] else X[:, keep], c)  # one temporary, the result
+        Z -= mu / c
+        Z /= s / c
+        return Z
 
     def transform(self, X):
         """x~ for rows X (n, d) in the caller's coordinates."""

@@ -477,15 +477,17 @@ def _scaled_stats(stats, fx, fy):
 
 
 def _centred_stats(X, y):
+    """Means, scatter and cross-scatter of a block; X and y are fresh
+    arrays of the caller's (scaled copies) and are centred in place."""
     mean = X.mean(axis=0)
-    C = X - mean
-    scatter = C.T @ C
+    X -= mean
+    scatter = X.T @ X
     if y is None:
         return mean, scatter, None, None, None
     Y = y.reshape(y.shape[0], -1)
     y_mean = Y.mean(axis=0)
-    D = Y - y_mean
-    return mean, scatter, y_mean, D.T @ D, C.T @ D
+    Y -= y_mean
+    return mean, scatter, y_mean, Y.T @ Y, X.T @ Y
 
 
 def _chan(a, na, b, nb):
