@@ -40,7 +40,8 @@ class _NNLiftBase(BaseEstimator):
     """The parameters shared by both estimators and the fit they run."""
 
     def __init__(self, n_hidden=10, *, activation="sigmoid", input_model="gaussian", init="tensor", method="auto",
-                 bias_method="moments", refine=True, alpha=0.0, early_stopping=False, validation_fraction=0.1,
+                 bias_method="moments", control_variate="linear", cross_fit=False, refine=True, alpha=0.0,
+                 early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, ridge=1e-8, max_iter=50, n_rounds=6, random_state=None, blas_threads=1,
                  verbose=0):
         self.n_hidden = n_hidden
@@ -49,6 +50,8 @@ class _NNLiftBase(BaseEstimator):
         self.init = init
         self.method = method
         self.bias_method = bias_method
+        self.control_variate = control_variate
+        self.cross_fit = cross_fit
         self.refine = refine
         self.alpha = alpha
         self.early_stopping = early_stopping
@@ -107,6 +110,12 @@ default "auto"
         As in ``fastten.fit``.
     bias_method : {"moments", "fourier", "zero"}, default "moments"
         As in ``fastten.fit``.
+    control_variate : {"linear", "quadratic", "none"}, default "linear"
+        As in ``fastten.fit``: the labels' control variate in the tensor
+        stage's moments.
+    cross_fit : bool, default False
+        As in ``fastten.fit``: fit the control variate on one half of the
+        rows and apply it to the other.
     refine : bool, default True
         As in ``fastten.fit``.
     alpha : float, default 0.0
@@ -223,6 +232,10 @@ default "gaussian"
 default "auto"
         As in ``NNLiftRegressor``.
     bias_method : {"moments", "fourier", "zero"}, default "moments"
+        As in ``NNLiftRegressor``.
+    control_variate : {"linear", "quadratic", "none"}, default "linear"
+        As in ``NNLiftRegressor``.
+    cross_fit : bool, default False
         As in ``NNLiftRegressor``.
     refine : bool, default True
         As in ``NNLiftRegressor``.

@@ -235,3 +235,15 @@ def test_classifier_rejects_continuous_targets(planted):
         NNLiftClassifier().fit(planted.X, planted.y)
     with pytest.raises(ValueError, match="y: expected at least two samples of each class, got one of class 2"):
         NNLiftClassifier().fit(planted.X[:10], np.array([0, 1] * 4 + [0, 2]))
+
+
+def test_control_variate_options_reach_fit(planted):
+    # The estimators pass control_variate and cross_fit to fastten.fit,
+    # which records them; a bad value is refused at fit, naming it.
+    X, y = planted.X, planted.y
+    model = NNLiftRegressor(n_hidden=2, control_variate="quadratic", cross_fit=True, max_iter=5,
+                            random_state=0).fit(X, y)
+    assert model.diagnostics_["control_variate"]["kind"] == "quadratic"
+    assert model.diagnostics_["control_variate"]["cross_fit"] is True
+    with pytest.raises(ValueError, match="control_variate"):
+        NNLiftRegressor(n_hidden=2, control_variate="cubic").fit(X, y)
