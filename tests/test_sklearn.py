@@ -168,7 +168,7 @@ def test_pipeline_and_grid_search(planted):
 
 
 def test_dataframes_and_feature_names(planted):
-    pd = pytest.importorskip("pandas")
+    pd = pytest.importorskip("pandas", reason="DataFrame inputs need pandas (the test extra has it)")
     columns = ["age", "dose", "weight", "height"]
     frame = pd.DataFrame(planted.X, columns=columns)
     test_frame = pd.DataFrame(planted.X_test, columns=columns)
