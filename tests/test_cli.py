@@ -138,7 +138,8 @@ def test_fit_multi_output_from_two_label_columns(data, capsys):
 
 def test_fit_parquet(data, capsys):
     pd = pytest.importorskip("pandas", reason="reading .parquet needs pandas (the test extra has it)")
-    pytest.importorskip("pyarrow", reason="pandas reads .parquet through pyarrow, which no extra installs (an optional engine)")
+    pytest.importorskip("pyarrow", reason="pandas reads .parquet through pyarrow, an optional engine no extra "
+                                          "installs")
     path = data["root"] / "Xy.parquet"
     frame = pd.DataFrame(data["X"], columns=[f"x{j}" for j in range(D)])
     frame["target"] = data["y"]
