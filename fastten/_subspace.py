@@ -14,8 +14,9 @@ Two steps of the tensor stage (docs/method.md, "The tensor stage"):
    M3(I, u, u) (units with E[sigma'''] != 0) are stacked into one basis B,
    both moments are projected onto B, scaled by their sampling noise, and
    the leading left singular vectors of [M2(B, B), M3(B, B, B) flattened]
-   give the subspace (k of them and a few more, for the weakest units). Their singular values against the noise edge say how
-   many directions the data support.
+   give the subspace (k of them and a few more, for the weakest units).
+   Their singular values against the noise edge say how many directions
+   the data support.
 
 Every step is a fixed number of passes over the data (counted by the
 DataMoment); nothing of size d^2 or d^3 is formed.

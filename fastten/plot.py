@@ -45,8 +45,9 @@ def loss_curve(net_or_diagnostics, ax=None):
     Levenberg-Marquardt steps counted over the whole refinement: the
     rounds of each stage in a colour of their own, labelled with the
     stage's number of rows (the rounds on a subsample of the rows first,
-    when the data have more rows than it, then the round on all rows). A restart between rounds shows as a jump. The objective is
-    the one the refinement minimises: half the mean squared error on
+    when the data have more rows than it, then the round on all rows). A
+    restart between rounds shows as a jump. The objective is the one the
+    refinement minimises: half the mean squared error on
     standardised targets (plus the L2 penalty when ``alpha > 0``), or the
     softmax cross-entropy for classification. The y-axis is logarithmic
     when every value is positive.
