@@ -174,13 +174,15 @@ def test_memmap_is_not_read_whole(tmp_path):
     # 200000 x 100 float64 = 160 MB on disk. The fit may hold the labels
     # (1.6 MB), one block of rows (8192 x 100 x 8 = 6.5 MB, a few copies)
     # and the gathered rows (2 x 8192 x 100 x 8 = 13 MB), with the copies
-    # each stage makes of them: 52 MB measured. The allowed growth of the
-    # peak, 60 MB, is well under the file's 160 MB, which reading the mapped
-    # file whole would add (its pages count as resident).
+    # each stage makes of them: 53 MB measured alone (three runs), 81 MB
+    # once in the full suite while another process wrote a 4 GB file (a
+    # 60 MB limit failed there). The limit, 100 MB, is what the test is
+    # for: well under the file's 160 MB, which reading the mapped file
+    # whole would add (its pages count as resident).
     n = 200_000
     growth, in_memory = peak_growth_of_fit(tmp_path, n, 100, np.float64, 8192)
     assert in_memory < n  # the row stages ran on a sample, not on all rows
-    assert growth < 60, growth
+    assert growth < 100, growth
 
 
 def test_memmap_fit_holds_no_per_sample_score_columns(tmp_path):
