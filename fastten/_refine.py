@@ -47,7 +47,7 @@ import numpy as np
 import scipy.linalg
 
 from ._kernels import gn_product_acc
-from ._kernels.network import gn_softmax_product_acc
+from ._kernels.network import gn_block, gn_softmax_product_acc
 from ._output import softmax_loss, softmax_output
 from .activations import value_and_slope
 
@@ -169,7 +169,8 @@ def _gn_product(X, state, v, net):
     VA, vb1, VA2, vb2 = net.unpack(v)
     outA, outb1 = np.zeros((net.d, net.k)), np.zeros(net.k)
     outA2, outb2 = np.zeros((net.k, net.m)), np.zeros(net.m)
-    args = (np.ascontiguousarray(VA, dtype=X.dtype), vb1, np.ascontiguousarray(VA2), vb2, outA, outb1, outA2, outb2)
+    args = (np.ascontiguousarray(VA, dtype=X.dtype), vb1, np.ascontiguousarray(VA2), vb2, outA, outb1, outA2, outb2,
+            gn_block(net.d))
     if state.P is None:
         gn_product_acc(X, state.D, state.S, np.ascontiguousarray(state.A2), *args)
     else:
