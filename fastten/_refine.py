@@ -119,7 +119,7 @@ class _State:
     def __init__(self, X, Y, theta, net, activation, loss="squared", alpha=0.0):
         A1, b1, self.A2, b2 = net.unpack(theta)
         self.theta, self.kind, self.alpha = theta, loss, alpha
-        self.S, self.D = value_and_slope(activation, X @ A1 + b1)
+        self.S, self.D = value_and_slope(activation, _dot(X, A1) + b1)
         self.loss, self.R, self.P = _data_loss(self.S @ self.A2 + b2, Y, loss)
         if alpha:
             self.loss += _penalty(alpha, X.shape[0], A1, self.A2)
@@ -178,11 +178,16 @@ def _gn_product(X, state, v, net):
     return net.pack(outA, outb1, outA2, outb2)
 
 
+def _dot(X, M):
+    """X M in X's precision (a float32 X is not copied to float64), as float64."""
+    return np.asarray(X @ M.astype(X.dtype, copy=False), dtype=np.float64)
+
+
 def _gradient(X, state, net):
     """J^T r (not divided by n), one pass over X: the data loss's gradient
     times n, r = F - Y or P - Y."""
     W = (state.R @ state.A2.T) * state.D
-    return net.pack(X.T @ W, W.sum(axis=0), state.S.T @ state.R, state.R.sum(axis=0))
+    return net.pack(_dot(X.T, W), W.sum(axis=0), state.S.T @ state.R, state.R.sum(axis=0))
 
 
 def _objective_gradient(X, state, net, alpha):
@@ -443,6 +448,17 @@ PRECONDITION_BALANCE = 4.0
 # (n d); see refine.
 MIXED_PRECISION_MIN = 1 << 20
 
+# The loss, below which (times half the labels' variance) refine evaluates
+# the loss and the gradient in float64 rather than on the float32 copy of X:
+# the copy's rounding (about 6e-8 of each entry) moves the loss by about
+# 1e-13 of the variance, far below the decreases the steps are judged by
+# until about here.
+COARSE_LOSS = 1e-8
+
+# A step that leaves the per-unit trust region by a factor f multiplies the
+# damping by max(4, f ** OVERSHOOT_POWER).
+OVERSHOOT_POWER = 1.0
+
 # Softmax (issue #12), measured with one BLAS thread on labels sampled from
 # planted sigmoid networks, alpha = 1, starts 0.3 from the truth, tol 1e-10,
 # medians. d=5, k=3, m=2 and 3, n=5000, 12 problems: steps / CG iterations
@@ -511,9 +527,22 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
     net = _Net(d, k, m)
     gauge = net.centred if loss == "softmax" else (lambda theta: theta)
     ridge = alpha / n
-    state = _State(X, Y, gauge(net.pack(A1, b1, A2, b2)), net, activation, loss, alpha)
-    floor = LOSS_FLOOR * 0.5 * max(np.sum(np.var(Y, axis=0)), np.finfo(float).tiny)
-    losses, mu, n_cg, passes, it = [state.loss], 1e-3, 0, 1, 0
+    # The CG products need only CG's accuracy: in float32 (a copy of X)
+    # they cost less (MIXED_PRECISION_MIN), and the solves stop at 1e-4
+    # (float32 products cannot go much further), so the steps converge
+    # linearly at that rate instead of quadratically at the very end. The
+    # loss and the gradient use the copy too until the loss falls below
+    # COARSE_LOSS, then X (one more pass).
+    mixed = X.dtype == np.float64 and n * d >= MIXED_PRECISION_MIN
+    X_cg = X.astype(np.float32) if mixed else X
+    rtol_min = 1e-4 if mixed else 0.0
+    variance = max(np.sum(np.var(Y, axis=0)), np.finfo(float).tiny)
+    floor, coarse = LOSS_FLOOR * 0.5 * variance, (COARSE_LOSS * 0.5 * variance if mixed else 0.0)
+    state = _State(X_cg, Y, gauge(net.pack(A1, b1, A2, b2)), net, activation, loss, alpha)
+    passes = 1
+    if X_cg is not X and state.loss <= coarse:
+        state, passes = _State(X, Y, state.theta, net, activation, loss, alpha), 2
+    losses, mu, n_cg, it = [state.loss], 1e-3, 0, 0
     converged = state.loss <= floor
     gram, built_at, g, g0, used, n_gram = None, None, None, None, 0, 0
     if block is not None:  # the former flag
@@ -548,19 +577,12 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
         n_precondition = _structured_rows(n, d, k, k * k + k + k * m + m) if preconditioner == "structured" else 2048
     rows = np.sort(rng.choice(n, size=min(n, n_precondition), replace=False))
     preconditioner = PRECONDITIONERS[preconditioner]
-    # The CG products need only CG's accuracy: in float32 (a copy of X)
-    # they cost less (MIXED_PRECISION_MIN); the gradient and the loss stay in
-    # float64, and the solves stop at 1e-4 (float32 products cannot go
-    # much further), so the steps converge linearly at that rate instead
-    # of quadratically at the very end.
-    mixed = X.dtype == np.float64 and n * d >= MIXED_PRECISION_MIN
-    X_cg = X.astype(np.float32) if mixed else X
-    rtol_min = 1e-4 if mixed else 0.0
     weights = net.weights
     while not converged and it < max_iter:
         it += 1
+        X_now = X_cg if state.loss > coarse else X
         if g is None:
-            g = _objective_gradient(X, state, net, alpha)
+            g = _objective_gradient(X_now, state, net, alpha)
             passes += 1
         if gram is None or (used > refresh_cg and built_at is not state):
             gram, built_at = preconditioner(X, state, rows, net, ridge), state
@@ -583,10 +605,11 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
         # J^T H J / n, plus the penalty's alpha / n), with B delta = -g -
         # residual - mu D delta from the CG equations (no extra pass).
         predicted = 0.5 * (-(g @ delta) + residual @ delta + mu * (delta * diag) @ delta)
-        if max_step and _too_long(delta, state.theta, net, max_step):
+        over = _overshoot(delta, state.theta, net, max_step) if max_step else 0.0
+        if over > 1:
             rho = -1.0  # outside the trust region: a failed step, without a pass
         else:
-            trial = _State(X, Y, gauge(state.theta + delta), net, activation, loss, alpha)
+            trial = _State(X_now, Y, gauge(state.theta + delta), net, activation, loss, alpha)
             passes += 1
             rho = (state.loss - trial.loss) / predicted if predicted > 0 else -1.0
         if rho > 0:
@@ -594,6 +617,9 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
                 trial.project_output(Y, net)
             decrease = state.loss - trial.loss
             state, g = trial, None
+            if X_now is not X and state.loss <= coarse:  # from here on in float64
+                state = _State(X, Y, state.theta, net, activation, loss, alpha)
+                passes += 1
             losses.append(state.loss)
             # Nielsen (1999) with a floor of 1/10 (his 1/3 took 11 steps
             # instead of 8 from 0.3 away at d=50, k=10, 8192 rows, seeds 0-5,
@@ -607,7 +633,7 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
                 if losses[-1] > (1 - fraction) * losses[-1 - window]:
                     break  # a plateau: stop, not converged
         else:
-            mu *= 4.0
+            mu *= max(4.0, over ** OVERSHOOT_POWER)
             converged = mu > 1e12  # no decrease possible from here
     A1, b1, A2, b2 = (p.copy() for p in net.unpack(state.theta))
     return RefineResult(A1, b1, A2, b2, losses, it, n_cg, passes, n_gram, converged, loss)
@@ -618,10 +644,10 @@ def _structured_rows(n, d, k, q):
     return max(2048, min(32 * q, int(PRECONDITION_BALANCE * n * d * k / q ** 2)))
 
 
-def _too_long(delta, theta, net, max_step):
-    """Whether delta moves some hidden unit's weights A1[:, j] by more than
-    max_step times max(|A1[:, j]|, 0.1 max_i |A1[:, i]|): a trust region
-    per unit. From random starts, Gauss-Newton steps along a unit of small
+def _overshoot(delta, theta, net, max_step):
+    """The largest factor by which delta moves a hidden unit's weights
+    A1[:, j] beyond max_step times max(|A1[:, j]|, 0.1 max_i |A1[:, i]|):
+    a trust region per unit, left when the factor exceeds 1. From random starts, Gauss-Newton steps along a unit of small
     output weight (little damping there) threw it 5-30 times its norm away,
     into a saturated unit and a local minimum: with the structured
     preconditioner 2 of 12 random starts at d=50, k=10 (8192 rows) reached
@@ -629,9 +655,9 @@ def _too_long(delta, theta, net, max_step):
     norms = np.linalg.norm(net.unpack(theta)[0], axis=0)
     largest = norms.max(initial=0.0)
     if not largest > 0:
-        return False
+        return 0.0
     steps = np.linalg.norm(net.unpack(delta)[0], axis=0)
-    return bool(np.any(steps > max_step * np.maximum(norms, 0.1 * largest)))
+    return float(np.max(steps / (max_step * np.maximum(norms, 0.1 * largest))))
 
 
 def _pcg(apply, b, precondition, max_iter, rtol):

@@ -190,6 +190,31 @@ def test_structured_refinement_converges_quadratically_from_near_the_truth(m):
     assert res.n_gram == res.n_iter  # rebuilt at each new network, nothing else
 
 
+@pytest.mark.parametrize("start", ["near", "at"])
+def test_float32_coarse_phase_hands_over_to_float64(monkeypatch, start):
+    # With the float32 copy (MIXED_PRECISION_MIN lowered to include this
+    # problem) the loss and the gradient are evaluated on it while the loss
+    # is above COARSE_LOSS (of Var / 2), then on X: the fit still converges
+    # to the exact network, its last losses are float64 ones (the floor,
+    # 1e-26 of the variance, is below anything float32 data can reach:
+    # about 1e-13), and the reported loss is the float64 loss of the result.
+    # "at": a start already below COARSE_LOSS goes to float64 at once.
+    monkeypatch.setattr(_refine, "MIXED_PRECISION_MIN", 1)
+    net, args = _near_truth()
+    X, Y, A1, b1, A2, b2, activation = args
+    if start == "at":
+        A1, b1, A2, b2 = net.A1 + 1e-6, net.b1, net.a2[:, None], np.array([net.b2])
+    res = refine(X, Y, A1, b1, A2, b2, activation, rng=np.random.default_rng(1))
+    variance = np.var(Y)
+    assert res.converged and res.losses[-1] <= 1e-20 * variance
+    np.testing.assert_allclose(res.A1, net.A1, atol=1e-8)
+    state = _refine._State(X, Y, _refine._Net(10, 3, 1).pack(res.A1, res.b1, res.A2, res.b2),
+                           _refine._Net(10, 3, 1), activation)
+    assert res.losses[-1] == pytest.approx(state.loss, rel=1e-6, abs=1e-30)
+    if start == "near":  # the path went through the coarse phase: it started above the threshold
+        assert res.losses[0] > _refine.COARSE_LOSS * 0.5 * variance
+
+
 def test_same_seed_same_bits():
     _, args = _near_truth()
     a = refine(*args, max_iter=4, rng=np.random.default_rng(3))
@@ -231,18 +256,21 @@ def test_singular_damped_matrix_falls_back_without_nan():
 
 
 def test_unit_step_limit():
+    # _overshoot: the largest factor by which a step leaves the per-unit
+    # trust region (> 1: rejected, and the damping grows by that much).
     net = _refine._Net(2, 2, 1)
     theta = net.pack(np.array([[1.0, 0.0], [0.0, 0.01]]), np.zeros(2), np.ones((2, 1)), np.zeros(1))
     step = net.pack(np.array([[0.9, 0.0], [0.0, 0.0]]), np.zeros(2), np.ones((2, 1)), np.zeros(1))
-    assert not _refine._too_long(step, theta, net, 1.0)
-    assert _refine._too_long(2 * step, theta, net, 1.0)
+    assert _refine._overshoot(step, theta, net, 1.0) == pytest.approx(0.9)
+    assert _refine._overshoot(2 * step, theta, net, 1.0) == pytest.approx(1.8)
+    assert _refine._overshoot(2 * step, theta, net, 2.0) == pytest.approx(0.9)
     # A small unit may still move by 0.1 of the largest unit's norm.
     small = net.pack(np.array([[0.0, 0.0], [0.0, 0.09]]), np.zeros(2), np.zeros((2, 1)), np.zeros(1))
-    assert not _refine._too_long(small, theta, net, 1.0)
-    assert _refine._too_long(2 * small, theta, net, 1.0)
+    assert _refine._overshoot(small, theta, net, 1.0) == pytest.approx(0.9)
+    assert _refine._overshoot(2 * small, theta, net, 1.0) == pytest.approx(1.8)
     # All units zero: no limit.
     zero = net.pack(np.zeros((2, 2)), np.zeros(2), np.ones((2, 1)), np.zeros(1))
-    assert not _refine._too_long(step, zero, net, 1.0)
+    assert _refine._overshoot(step, zero, net, 1.0) == 0.0
 
 
 def test_preconditioner_names():
@@ -509,7 +537,7 @@ def test_loss_options_are_checked(kwargs, match):
 
 
 @pytest.mark.parametrize("loss, m", [("squared", 1), ("squared", 3), ("softmax", 3)])
-@pytest.mark.parametrize("d", [3, 700])  # 700: blocks of 374 rows (gn_block), several per product
+@pytest.mark.parametrize("d", [3, 700])  # 700: blocks of 93 rows (gn_block), several per product
 def test_float32_gauss_newton_product_matches_float64(loss, m, d):
     # The CG products of a large fit run on a float32 copy of X
     # (MIXED_PRECISION_MIN). Reference: the float64 product. Each entry sums
