@@ -473,7 +473,7 @@ OVERSHOOT_POWER = 1.0
 
 def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_iter=50, tol=1e-12, max_cg=50,
            cg_tol=0.1, n_precondition=None, refresh_cg=None, project=None, preconditioner="auto", block=None,
-           max_step=1.0, stall=None, rng, callback=None):
+           max_step=1.0, stall=None, rng, callback=None, X32=None):
     """Minimise data_loss + alpha / (2 n) (|A1|^2 + |A2|^2) from the given
     network (the biases are not penalised).
 
@@ -508,6 +508,8 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
     its Newton solves cost O(n k^2 m^2) each; measured above).
     ``callback(A1, b1, A2, b2, loss)``, if given, is called after every
     accepted step with the penalised objective; returning True stops there.
+    ``X32``: X in float32, if the caller has it, for the CG products (else
+    refine copies X when it is large: MIXED_PRECISION_MIN).
     ``losses`` and every test below are on the penalised objective too.
     Converged means the relative
     decrease of a step fell below ``tol``, the loss reached LOSS_FLOOR of the
@@ -534,7 +536,7 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
     # loss and the gradient use the copy too until the loss falls below
     # COARSE_LOSS, then X (one more pass).
     mixed = X.dtype == np.float64 and n * d >= MIXED_PRECISION_MIN
-    X_cg = X.astype(np.float32) if mixed else X
+    X_cg = (X.astype(np.float32) if X32 is None else X32) if mixed else X
     rtol_min = 1e-4 if mixed else 0.0
     variance = max(np.sum(np.var(Y, axis=0)), np.finfo(float).tiny)
     floor, coarse = LOSS_FLOOR * 0.5 * variance, (COARSE_LOSS * 0.5 * variance if mixed else 0.0)
@@ -647,8 +649,9 @@ def _structured_rows(n, d, k, q):
 def _overshoot(delta, theta, net, max_step):
     """The largest factor by which delta moves a hidden unit's weights
     A1[:, j] beyond max_step times max(|A1[:, j]|, 0.1 max_i |A1[:, i]|):
-    a trust region per unit, left when the factor exceeds 1. From random starts, Gauss-Newton steps along a unit of small
-    output weight (little damping there) threw it 5-30 times its norm away,
+    a trust region per unit, left when the factor exceeds 1. From random
+    starts, Gauss-Newton steps along a unit of small output weight (little
+    damping there) threw it 5-30 times its norm away,
     into a saturated unit and a local minimum: with the structured
     preconditioner 2 of 12 random starts at d=50, k=10 (8192 rows) reached
     the optimum, 24 of 24 with this limit (docs/method.md)."""

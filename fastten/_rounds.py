@@ -159,7 +159,7 @@ def restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, skip, rng, full=None):
 
 
 def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge, rng, on_step, stopped,
-                   rounds, stages, *, alpha=0.0, loss="squared", report=None):
+                   rounds, stages, *, alpha=0.0, loss="squared", report=None, X32=None):
     """Levenberg-Marquardt rounds on a subsample of rows, then on all rows.
 
     ``alpha`` and ``loss`` as in ``_refine.refine``. Restarts between rounds
@@ -169,24 +169,26 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
     objective after every accepted step (``losses``, starting value first:
     ``fastten.plot.loss_curve``). ``report(kind, record, rows)``, if given,
     is called with each record as it is appended (kind "round" or "stage")
-    and the rows it used. Returns the best network found.
+    and the rows it used. ``X32``: Xs in float32 if the caller has it (the
+    copy ``_refine.refine`` would otherwise make for its CG products).
+    Returns the best network found.
     """
     n, d = Xs.shape
     k, m = A2.shape
     p = d * k + k + k * m + m
     rows = max(SUBSAMPLE_ROWS, SUBSAMPLE_PER_PARAMETER * p)
-    stage_data = [(Xs, Y)]
+    stage_data = [(Xs, Y, X32)]
     validation = None
     if rows < n:
         order = rng.permutation(n)
         keep = np.sort(order[:rows])
-        stage_data.insert(0, (Xs[keep], Y[keep]))
+        stage_data.insert(0, (Xs[keep], Y[keep], None if X32 is None else X32[keep]))
         # Rounds on the subsample are compared on rows outside it: with
         # noisy labels and few rows per parameter, the subsample has minima
         # that fit it better than the truth does and generalise worse.
         held = np.sort(order[rows: 2 * rows])
         validation = (Xs[held], Y[held])
-    for index, (Xr, Yr) in enumerate(stage_data):
+    for index, (Xr, Yr, X32r) in enumerate(stage_data):
         last_stage = index == len(stage_data) - 1
         rows_r = Xr.shape[0]
         floor = 1e-12 * np.mean(np.var(Yr, axis=0))
@@ -203,7 +205,8 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
         stage_rounds = 1 if (last_stage and index > 0) or loss != "squared" else n_rounds
         for round_ in range(stage_rounds):
             res = _refine.refine(Xr, Yr, A1, b1, A2, b2, activation, max_iter=max_iter, tol=tol, rng=rng,
-                                 stall=None if last_stage else STALL, callback=on_step, alpha=alpha, loss=loss)
+                                 stall=None if last_stage else STALL, callback=on_step, alpha=alpha, loss=loss,
+                                 X32=X32r)
             objective = res.losses[-1]
             if loss != "squared":
                 mse = None

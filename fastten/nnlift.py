@@ -736,12 +736,14 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
         r_t = residual(Xs, Ys)
         counter.count("tensor")
         rows = ArraySource(Xs, Ys, block_rows)
-        op = None
+        op = X32 = None
         if opts.gaussian:
+            Z = None  # the product densities' coordinates only: free it
             X_t, r_t32 = moment_rows(Xs, r_t)
+            X32 = X_t if X_t.dtype == np.float32 else None  # reused by the refinement's CG products
             op = DataMoment.from_source(ArraySource(X_t, r_t32, block_rows), r, counter, y=r_t32)
     else:
-        rows = Mapped(source, standardised)
+        rows, X32 = Mapped(source, standardised), None
 
         def streamed_moment_rows(Xb, Yb):
             Xsb, Ysb = standardised(Xb, Yb)
@@ -867,7 +869,7 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
         progress.begin_refinement()
         A1, b1, A2, b2 = refine_network(Xs, Ys, A1, b1, A2, b2, activation, opts.max_iter, opts.n_rounds,
                                         opts.ridge, rng, hook, lambda: stopped, rounds, stages, alpha=opts.alpha,
-                                        loss=opts.loss, report=progress.record)
+                                        loss=opts.loss, report=progress.record, X32=X32)
         if stopper is not None and stopper.best is not None:
             A1, b1, A2, b2 = stopper.best
         # In passes over all n rows: a pass over the subsample counts rows / n.
