@@ -500,7 +500,8 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
     ``max_step``: a step that moves some hidden unit's weight vector by more
     than max_step times its norm (at least 0.1 of the largest unit's norm)
     is rejected like one that does not decrease the loss (the damping grows
-    fourfold); None or 0: no such limit. ``project`` replaces the output
+    by the factor it overshoots by, at least fourfold); None or 0: no such
+    limit. ``project`` replaces the output
     layer by its optimum given the hidden layer after each accepted step
     (ridge regression, or penalised logistic regression for softmax:
     ``fastten._output.softmax_output``); None: for the squared loss only
