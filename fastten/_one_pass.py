@@ -1,0 +1,300 @@
+"""One read of a stream that cannot be replayed: ``fit(..., one_pass=True)``.
+
+The multi-pass fit out of core reads its rows about 30 times (the tensor
+stage alone is some 25 passes of contractions). Here every row is read
+once (docs/method.md, "One pass"):
+
+1. **Pilot.** The first P rows of the stream (P = the rows the fit keeps in
+   memory anyway, ``fastten._rounds.gathered_rows``) are buffered. From them:
+   a pilot standardiser, the pilot's linear control variate, and a range:
+   ``signal_subspace`` of the pilot's moments, an orthonormal basis B
+   (d, m) of m = k + ONE_PASS_EXTRA whitened directions (more than the
+   multi-pass fit's k + 5: the rest of the data cannot correct the range).
+2. **The pass** (the pilot's blocks first, then the rest of the stream):
+   the ``Covariance`` of the raw rows (the final network's exact
+   standardisation), the ``Covariance`` of z = B^T x~ (x~ whitened by the
+   pilot) with the residual r, the raw power sums (1/n) sum_i r_i
+   [z_i; 1]^(x)4 (every order 0-4 of the projected moments in one
+   symmetric array, ``PowerSums``), and a uniform sample of P rows
+   (``Reservoir``).
+3. **The sketch.** The power sums are re-centred and whitened with the
+   full data's mean and covariance of z (exact algebra: the moments are
+   those of the full-data standardisation on span(B), not the pilot's),
+   then turned into the Hermite moments of orders 2, 3 and 4 in those m
+   coordinates (``SketchedMoment``, an operator for the tensor stage; the
+   spreads its z-tests need come from the sample). The directions found
+   there map back to the full data's whitened inputs (``OnePass.to_full``).
+
+Memory: O(P d + d^2 + m^4) and one block; nothing of size n or d^3.
+"""
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels as K
+from ._control import streamed_weights
+from ._inputs import Standardiser
+from ._sources import ArraySource
+from ._subspace import signal_subspace
+from .accumulate import Accumulator, Covariance, ScoreSpread, Spread
+from .moments import _plan, unpack_symmetric
+from .operators import DataMoment, DenseTensor, TensorOperator
+
+__all__ = ["one_pass", "OnePass", "SketchedMoment", "Reservoir", "PowerSums", "ONE_PASS_EXTRA"]
+
+# Dimensions of the pilot's range beyond k (the multi-pass fit keeps 5).
+ONE_PASS_EXTRA = 10
+
+
+class Reservoir:
+    """A uniform sample of ``size`` rows (and their labels) of a stream, without
+    replacement, in one read: each row gets a key uniform on [0, 1) from
+    ``rng`` and the rows of the ``size`` smallest keys are kept (Algorithm
+    R's distribution; the keys, one draw per row in stream order, do not
+    depend on how the stream is cut into blocks). ``result()`` gives the
+    kept rows in stream order."""
+
+    def __init__(self, size, rng):
+        self.size, self.rng = size, rng
+        self.seen = 0
+        self.X = self.Y = self.keys = self.rows = None
+
+    def update(self, X, Y):
+        count = X.shape[0]
+        keys = self.rng.random(count)
+        rows = np.arange(self.seen, self.seen + count)
+        self.seen += count
+        if self.X is None:
+            self.X, self.Y = X[:0].copy(), Y[:0].copy()
+            self.keys, self.rows = keys[:0], rows[:0]
+        room = self.size - self.keys.shape[0]
+        if room > 0:  # still filling: take the first rows as they come
+            take = slice(0, min(room, count))
+            self.X = np.concatenate([self.X, X[take]])
+            self.Y = np.concatenate([self.Y, Y[take]])
+            self.keys = np.concatenate([self.keys, keys[take]])
+            self.rows = np.concatenate([self.rows, rows[take]])
+            X, Y, keys, rows = X[take.stop:], Y[take.stop:], keys[take.stop:], rows[take.stop:]
+        new = np.flatnonzero(keys < self.keys.max()) if keys.shape[0] else keys[:0].astype(np.intp)
+        if new.size == 0:
+            return
+        union = np.concatenate([self.keys, keys[new]])
+        kept = np.argpartition(union, self.size - 1)[:self.size]
+        entering = new[kept[kept >= self.size] - self.size]
+        slots = np.setdiff1d(np.arange(self.size), kept[kept < self.size])
+        self.X[slots], self.Y[slots] = X[entering], Y[entering]
+        self.keys[slots], self.rows[slots] = keys[entering], rows[entering]
+
+    def result(self):
+        order = np.argsort(self.rows)
+        return self.X[order], self.Y[order]
+
+
+class PowerSums(Accumulator):
+    """(1/n) sum_i y_i [z_i; 1]^(x)order for rows z (dim,) and 1-D labels: the
+    raw (uncentred, no Hermite correction) power sums of every order up to
+    ``order`` at once, as one dense symmetric (dim + 1,)*order array (the
+    entries with j indices equal to dim are the order-(order - j) sums).
+    Packed symmetric sums through the projected moments' kernel, in
+    float64."""
+
+    _labels = "vector"
+
+    def __init__(self, dim, order=4):
+        super().__init__(dim)
+        self.order = order
+
+    def _config(self):
+        return ("order",)
+
+    def _start(self):
+        self._plan = _plan(self.width + 1, self.order)
+        self.out = np.zeros(math.comb(self.width + self.order, self.order))
+
+    def _update(self, X, y):
+        Z = np.empty((X.shape[0], self.width + 1))
+        Z[:, :-1], Z[:, -1] = X, 1.0
+        K.sym_packed_acc(Z, np.ascontiguousarray(y, dtype=np.float64), *self._plan, self.out)
+
+    def _merge(self, other):
+        self.out += other.out
+
+    def _result(self):
+        return unpack_symmetric(self.out / self.n, self.width + 1, self.order)
+
+
+def hermite_moments(E):
+    """From E = E[r [v; 1]^(x)4] ((m + 1)^4, ``PowerSums`` of standardised v):
+    the cross-moments with the Gaussian scores, E[r S2] (m, m), E[r S3]
+    (m, m, m) and E[r S4] (m,)*4."""
+    m = E.shape[0] - 1
+    c = m  # the index of the constant
+    E0, E1, E2, E3, E4 = E[c, c, c, c], E[:m, c, c, c], E[:m, :m, c, c], E[:m, :m, :m, c], E[:m, :m, :m, :m]
+    eye = np.eye(m)
+    M2 = E2 - E0 * eye
+    T3 = E3 - (np.einsum("a,bc->abc", E1, eye) + np.einsum("b,ac->abc", E1, eye) + np.einsum("c,ab->abc", E1, eye))
+    pairs = "ab,ce ac,be ae,bc bc,ae be,ac ce,ab".split()
+    T4 = E4.copy()
+    for p in pairs:
+        T4 -= np.einsum(f"{p}->abce", E2, eye)
+    for p in ("ab,ce", "ac,be", "ae,bc"):
+        T4 += E0 * np.einsum(f"{p}->abce", eye, eye)
+    return M2, T3, T4
+
+
+class SketchedMoment(TensorOperator):
+    """The tensor stage's operator from the one pass: the cross-moments of
+    the residuals with the Gaussian scores of orders 2, 3 and 4 in the m
+    whitened coordinates of the pilot's range (dense: M2, T3, T4), the
+    means of all n rows. What ``fastten._directions.tensor_directions``
+    asks of an operator: the contractions (of the dense T3),
+    ``second_moment_dot``, ``fourth_projected``, ``score_spread`` (means
+    from the moments, spreads from the sample rows V with residuals r),
+    ``label_noise``, ``passes`` (0: no more reads) and ``search_dim`` (the
+    dimension the range was chosen in, which sets the noise thresholds)."""
+
+    passes = 0
+
+    def __init__(self, M2, T3, T4, n, label_sd, V, r, search_dim):
+        self.dim = T3.shape[0]
+        self.M2, self.T4, self.n = (M2 + M2.T) / 2, T4, n
+        self._T = DenseTensor._trusted(T3)
+        self.V, self.r = np.ascontiguousarray(V), np.ascontiguousarray(r)
+        self.label_noise = (label_sd / np.sqrt(n),) * 2
+        self.search_dim = search_dim
+
+    def iuu(self, U):
+        return self._T.iuu(U)
+
+    def slice_dot(self, theta, Omega):
+        return self._T.slice_dot(theta, Omega)
+
+    def project(self, W):
+        return self._T.project(W)
+
+    def second_moment_dot(self, Omega):
+        return self.M2 @ Omega
+
+    def fourth_projected(self, W):
+        return np.einsum("abce,ai,bj,ck,el->ijkl", self.T4, W, W, W, W, optimize=True)
+
+    def score_spread(self, U, order):
+        mean = np.einsum("aj,ab,bj->j", U, self.M2, U) if order == 2 else self.uuu(U)
+        spread = ScoreSpread(U, order, check=False)._add(self.V, self.r).result()
+        return Spread(self.n, mean, spread.std)
+
+
+@dataclass
+class OnePass:
+    """What the pass gives the fit: ``stats`` (the raw rows' Covariance
+    result), ``theta`` (the outputs' random combination), the ``sample``
+    (raw X, Y) of ``gathered_rows`` rows, the tensor stage's ``operator``,
+    and how to map its directions back (``to_full``); ``record`` for the
+    diagnostics."""
+
+    stats: object
+    theta: np.ndarray
+    sample: tuple
+    operator: SketchedMoment
+    pilot: Standardiser
+    basis: np.ndarray
+    whiten: np.ndarray
+    record: dict
+
+    def to_full(self, U, inputs):
+        """Unit directions U (m, k) of the sketch as unit weights on the
+        full data's whitened inputs (``inputs``): through the pilot's
+        whitened coordinates and the raw inputs, exactly (O(d^2) each)."""
+        W = self.basis @ (self.whiten @ U)
+        raw, _ = self.pilot.network(W, np.zeros(U.shape[1]))
+        keep = inputs.keep
+        V = inputs.from_standardised(inputs.s[keep][:, None] * raw[keep])
+        norms = np.linalg.norm(V, axis=0)
+        return V / np.where(norms > 0, norms, 1.0)
+
+
+def _inverse_sqrt(C):
+    vals, vecs = np.linalg.eigh((C + C.T) / 2)
+    vals = np.maximum(vals, 1e-12 * max(vals[-1], np.finfo(float).tiny))
+    return (vecs / np.sqrt(vals)) @ vecs.T
+
+
+def one_pass(source, k, control_variate, standard, rng, counter, sample_rows):
+    """Read ``source`` once (module docstring) for a fit of k units; the
+    linear control variate unless ``control_variate`` is "none"; the
+    identity standardisation when ``standard``. ``sample_rows(d, m)``: the
+    pilot's and the sample's rows for d inputs and m outputs. The pass is
+    counted in ``counter`` under "one_pass". Returns a ``OnePass``."""
+    blocks = iter(source.blocks())
+    buffered, rows, size = [], 0, None
+    for X, Y in blocks:  # the pilot: the first blocks, up to `size` rows
+        buffered.append((X, Y))
+        rows += X.shape[0]
+        if size is None and X.shape[0]:
+            size = sample_rows(X.shape[1], 1 if Y.ndim == 1 else Y.shape[1])
+        if size is not None and rows >= size:
+            break
+    if rows < 2:
+        raise ValueError(f"X: expected at least 2 samples, got {rows}")
+    size = min(size, rows)
+    Xp = np.concatenate([X for X, _ in buffered])[:size]
+    Yp = np.concatenate([Y for _, Y in buffered])[:size]
+    pstats = Covariance()._add(Xp, Yp).result()
+    try:
+        pilot = Standardiser.identity(Xp.shape[1]) if standard else \
+            Standardiser.from_covariance(pstats.mean, pstats.scaled_cov, pstats.scale)
+    except ValueError as exc:
+        raise ValueError(f"{exc} in the first {size} rows, from which one_pass=True standardises the stream (a "
+                         f"stream whose first rows are not like the rest needs shuffling, or one_pass=False)") \
+            from None
+    y_mean = pstats.y_mean
+    y_scale = np.where(pstats.y_std > 0, pstats.y_std, 1.0)
+    theta = rng.standard_normal(y_mean.shape[0])
+    theta_hat = theta / np.linalg.norm(theta)
+    w = streamed_weights(pstats, pilot, y_scale, theta_hat, standard) if control_variate == "linear" \
+        else np.zeros(pilot.rank)
+
+    def whitened(X, Y):
+        Xs = np.ascontiguousarray(pilot.transform(X), dtype=np.float64)
+        r = ((Y.reshape(X.shape[0], -1) - y_mean) / y_scale) @ theta_hat - Xs @ w
+        return Xs, np.ascontiguousarray(r)
+
+    Xs, r = whitened(Xp, Yp)
+    del Xp, Yp
+    sub = signal_subspace(DataMoment.from_source(ArraySource(Xs, r), pilot.rank, y=r), min(k, pilot.rank), rng,
+                          extra=ONE_PASS_EXTRA)
+    B = sub.basis
+    m = B.shape[1]
+    del Xs, r
+
+    raw, zstats, sums = Covariance(), Covariance(), PowerSums(m)
+    sample = Reservoir(size, rng)
+    for X, Y in itertools.chain(buffered, blocks):
+        raw._add(X, Y)
+        sample.update(X, Y)
+        Xs, r = whitened(X, Y)
+        Z = Xs @ B
+        zstats._add(Z, r)
+        sums._add(Z, r)
+    buffered.clear()
+    counter.count("one_pass")
+    stats, zs = raw.result(), zstats.result()
+
+    # z = B^T x~ over all rows has mean mu and covariance C (near 0 and I:
+    # the pilot's standardisation is an estimate); v = A (z - mu), A =
+    # C^{-1/2}, is exactly standard on the full data. [v; 1] = Abar [z; 1].
+    A = _inverse_sqrt(zs.cov)
+    Abar = np.zeros((m + 1, m + 1))
+    Abar[:m, :m], Abar[:m, m], Abar[m, m] = A, -A @ zs.mean, 1.0
+    E = np.einsum("abce,ia,jb,kc,le->ijkl", sums.result(), Abar, Abar, Abar, Abar, optimize=True)
+    M2, T3, T4 = hermite_moments(E)
+    Xr, Yr = sample.result()
+    Xs, r = whitened(Xr, Yr)
+    V = (Xs @ B - zs.mean) @ A
+    op = SketchedMoment(M2, T3, T4, stats.n, float(zs.y_std[0]), V, r, pilot.rank)
+    record = {"pilot_rows": int(size), "sample_rows": int(Xr.shape[0]), "subspace_dimension": int(m),
+              "pilot_supported": int(sub.supported), "pilot_rank": int(pilot.rank)}
+    return OnePass(stats, theta, (Xr, Yr), op, pilot, B, A, record)
