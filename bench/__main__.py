@@ -7,7 +7,7 @@ and ``run(args)`` (as bench/kernels.py does), and add one line to COMMANDS.
 import argparse
 import sys
 
-from . import decompose, kernels, moments, real, recovery, scale, scaling, sgd
+from . import decompose, kernels, moments, onepass, real, recovery, scale, scaling, sgd
 
 COMMANDS = (
     kernels.add_parser,
@@ -18,6 +18,7 @@ COMMANDS = (
     real.add_parser,
     moments.add_parser,
     scale.add_parser,
+    onepass.add_parser,
 )
 
 

@@ -47,6 +47,9 @@ __all__ = ["one_pass", "OnePass", "SketchedMoment", "Reservoir", "PowerSums", "O
 
 # Dimensions of the pilot's range beyond k (the multi-pass fit keeps 5).
 ONE_PASS_EXTRA = 10
+# Smallest |cos| between a direction and its full-space step for the step
+# to be taken (OnePass.full_space_step).
+FULL_STEP_COS = 0.9
 
 
 class Reservoir:
@@ -145,6 +148,60 @@ def hermite_moments(E):
     return M2, T3, T4
 
 
+class CrossSums(Accumulator):
+    """(1/n) sum_i y_i [x_i; 1] (x) [z_i; 1] (x) [z_i; 1] for rows [x_i, z_i]
+    (d + m columns) and 1-D labels: the raw sums of the third-order moments
+    with one free mode (d) and two in the m coordinates z, every lower order
+    included (the entries at index d, or m, of the constant). Accumulated
+    as (d + 1) x (m + 1)(m + 2) / 2 pairs b <= c by BLAS products over
+    sub-blocks of SUB_ROWS rows; ``result()`` is the dense (d + 1, m + 1,
+    m + 1) array."""
+
+    _labels = "vector"
+    SUB_ROWS = 4096
+
+    def __init__(self, d, m):
+        super().__init__(d + m)
+        self.d, self.m = d, m
+
+    def _config(self):
+        return ("d", "m")
+
+    def _start(self):
+        self._pairs = np.triu_indices(self.m + 1)
+        self.out = np.zeros((self.d + 1, self._pairs[0].shape[0]))
+
+    def _update(self, X, y):
+        b, c = self._pairs
+        for i in range(0, X.shape[0], self.SUB_ROWS):
+            Xb, yb = X[i:i + self.SUB_ROWS], y[i:i + self.SUB_ROWS]
+            Z = np.empty((Xb.shape[0], self.m + 1))
+            Z[:, :-1], Z[:, -1] = Xb[:, self.d:], 1.0
+            P = Z[:, b] * Z[:, c] * yb[:, None]
+            self.out[:-1] += Xb[:, :self.d].T @ P
+            self.out[-1] += P.sum(axis=0)
+
+    def _merge(self, other):
+        self.out += other.out
+
+    def _result(self):
+        b, c = self._pairs
+        full = np.empty((self.d + 1, self.m + 1, self.m + 1))
+        full[:, b, c] = self.out / self.n
+        full[:, c, b] = self.out / self.n
+        return full
+
+
+def mixed_hermite(E, C):
+    """From E = E[r [u; 1] (x) [v; 1] (x) [v; 1]] for standardised u (d,) and
+    v = C^T u (C (d, m) with orthonormal columns): E[r S3(u)](I, C, C),
+    (d, m, m)."""
+    d, m = E.shape[0] - 1, E.shape[1] - 1
+    Eu, Ev = E[:d, m, m], E[d, :m, m]
+    return (E[:d, :m, :m] - Eu[:, None, None] * np.eye(m) - np.einsum("b,ac->abc", Ev, C)
+            - np.einsum("c,ab->abc", Ev, C))
+
+
 class SketchedMoment(TensorOperator):
     """The tensor stage's operator from the one pass: the cross-moments of
     the residuals with the Gaussian scores of orders 2, 3 and 4 in the m
@@ -202,13 +259,46 @@ class OnePass:
     pilot: Standardiser
     basis: np.ndarray
     whiten: np.ndarray
+    whiten_inputs: np.ndarray
+    embed: np.ndarray
+    mixed: np.ndarray
     record: dict
 
-    def to_full(self, U, inputs):
+    def full_space_step(self, U):
+        """The directions U (m, t) of the sketch (third-moment components)
+        moved out of the pilot's subspace by one alternating-least-squares
+        step of the third moment in all d dimensions: A = T(I, U, U)
+        ((U^T U) * (U^T U))^{-1}, from the full data's E[r S3](I, C, C)
+        (``mixed``), normalised and oriented as U. Where U is the components
+        to first order, A is too, with the pilot's error in the other two
+        modes entering only through their overlaps with the other
+        components. A column that turns by more than FULL_STEP_COS (a
+        component the step does not support) keeps its direction. Returns
+        weights on the pilot's whitened inputs (d, t)."""
+        old = self.embed @ U  # the same directions on the standardised inputs u
+        Y = np.einsum("abc,bj,cj->aj", self.mixed, U, U)
+        G = (U.T @ U) ** 2
+        try:
+            new = np.linalg.solve(G, Y.T).T
+        except np.linalg.LinAlgError:
+            return self.whiten_inputs @ old
+        norms = np.linalg.norm(new, axis=0)
+        new = new / np.where(norms > 0, norms, 1.0)
+        cos = np.einsum("aj,aj->j", new, old)
+        new *= np.where(cos < 0, -1.0, 1.0)
+        moved = np.abs(cos) >= FULL_STEP_COS
+        self.record["full_space_steps"] = int(moved.sum())
+        return self.whiten_inputs @ np.where(moved, new, old)
+
+    def to_full(self, U, inputs, trusted=0):
         """Unit directions U (m, k) of the sketch as unit weights on the
         full data's whitened inputs (``inputs``): through the pilot's
-        whitened coordinates and the raw inputs, exactly (O(d^2) each)."""
+        whitened coordinates and the raw inputs, exactly (O(d^2) each); the
+        first ``trusted`` columns (third-moment components) after
+        ``full_space_step``."""
         W = self.basis @ (self.whiten @ U)
+        if trusted:
+            W[:, :trusted] = self.full_space_step(U[:, :trusted])
         raw, _ = self.pilot.network(W, np.zeros(U.shape[1]))
         keep = inputs.keep
         V = inputs.from_standardised(inputs.s[keep][:, None] * raw[keep])
@@ -220,6 +310,11 @@ def _inverse_sqrt(C):
     vals, vecs = np.linalg.eigh((C + C.T) / 2)
     vals = np.maximum(vals, 1e-12 * max(vals[-1], np.finfo(float).tiny))
     return (vecs / np.sqrt(vals)) @ vecs.T
+
+
+def _sqrt(C):
+    vals, vecs = np.linalg.eigh((C + C.T) / 2)
+    return (vecs * np.sqrt(np.maximum(vals, 0.0))) @ vecs.T
 
 
 def one_pass(source, k, control_variate, standard, rng, counter, sample_rows):
@@ -270,18 +365,21 @@ def one_pass(source, k, control_variate, standard, rng, counter, sample_rows):
     m = B.shape[1]
     del Xs, r
 
-    raw, zstats, sums = Covariance(), Covariance(), PowerSums(m)
+    raw, xstats, zstats, sums = Covariance(), Covariance(), Covariance(), PowerSums(m)
+    cross = CrossSums(pilot.rank, m)
     sample = Reservoir(size, rng)
     for X, Y in itertools.chain(buffered, blocks):
         raw._add(X, Y)
         sample.update(X, Y)
         Xs, r = whitened(X, Y)
         Z = Xs @ B
+        xstats._add(Xs, None)
         zstats._add(Z, r)
         sums._add(Z, r)
+        cross._add(np.hstack([Xs, Z]), r)
     buffered.clear()
     counter.count("one_pass")
-    stats, zs = raw.result(), zstats.result()
+    stats, xs, zs = raw.result(), xstats.result(), zstats.result()
 
     # z = B^T x~ over all rows has mean mu and covariance C (near 0 and I:
     # the pilot's standardisation is an estimate); v = A (z - mu), A =
@@ -295,6 +393,14 @@ def one_pass(source, k, control_variate, standard, rng, counter, sample_rows):
     Xs, r = whitened(Xr, Yr)
     V = (Xs @ B - zs.mean) @ A
     op = SketchedMoment(M2, T3, T4, stats.n, float(zs.y_std[0]), V, r, pilot.rank)
+    # u = Wx (x~ - mu_x), Wx = Cov(x~)^{-1/2}: the inputs standardised on all
+    # rows (in the pilot's basis); v = C^T u with C = Cov(x~)^{1/2} B A.
+    Wx, root = _inverse_sqrt(xs.cov), _sqrt(xs.cov)
+    C = root @ B @ A
+    d = pilot.rank
+    Xbar = np.zeros((d + 1, d + 1))
+    Xbar[:d, :d], Xbar[:d, d], Xbar[d, d] = Wx, -Wx @ xs.mean, 1.0
+    T_icc = mixed_hermite(np.einsum("abc,ia,jb,kc->ijk", cross.result(), Xbar, Abar, Abar, optimize=True), C)
     record = {"pilot_rows": int(size), "sample_rows": int(Xr.shape[0]), "subspace_dimension": int(m),
-              "pilot_supported": int(sub.supported), "pilot_rank": int(pilot.rank)}
-    return OnePass(stats, theta, (Xr, Yr), op, pilot, B, A, record)
+              "pilot_supported": int(sub.supported), "pilot_rank": int(pilot.rank), "full_space_steps": 0}
+    return OnePass(stats, theta, (Xr, Yr), op, pilot, B, A, Wx, C, T_icc, record)

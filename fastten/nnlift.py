@@ -865,7 +865,7 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
         if sketch is not None:
             # From the sketch's coordinates to the full data's whitened
             # inputs; a pilot of lower rank than the data leaves units over.
-            directions.U = sketch.to_full(directions.U, inputs)
+            directions.U = sketch.to_full(directions.U, inputs, len(directions.kept))
             if directions.U.shape[1] < k_moments:
                 directions.U = np.hstack([directions.U,
                                           random_directions(r, k_moments - directions.U.shape[1], rng).U])
