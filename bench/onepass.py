@@ -10,7 +10,11 @@ network (before refinement: the network fit hands its callback at stage
 "init", which is what refine=False returns) and the refined one: worst
 matched |cos| against the planted A1 and test MSE / Var(f) on fresh rows,
 with the passes and, for one pass, how many directions the pilot's
-spectrum supported. Accuracy only: no times.
+spectrum supported. A third line per seed is an ablation: the one-pass
+tensor stage without its full-space step (``fastten._one_pass.
+FULL_STEP_COS`` set above 1 for that fit, so every direction stays in the
+pilot's subspace; refine=False): what the pilot's subspace alone costs.
+Accuracy only: no times.
 """
 
 import argparse
@@ -18,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from fastten import fit
+from fastten import _one_pass, fit
 from fastten.datasets import make_planted_network
 
 from ._peers import worst_cos
@@ -54,18 +58,25 @@ def _scores(net, model):
 def fit_both(net, k, seed):
     """{mode: record} for the multi-pass and the one-pass fit of net's rows."""
     out = {}
-    for mode, one_pass in (("multi-pass", False), ("one pass", True)):
+    for mode, one_pass in (("multi-pass", False), ("one pass", True), ("one pass, no full-space step", True)):
         initial = []
 
         def keep_initial(network, info):
             if info["stage"] == "init":
                 initial.append(network)
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # recorded in the diagnostics; the table reports the outcome
-            model = fit(_chunks(net.X, net.y), None, k, one_pass=one_pass, random_state=seed, callback=keep_initial)
+        ablation = mode.endswith("no full-space step")
+        step = _one_pass.FULL_STEP_COS
+        try:
+            _one_pass.FULL_STEP_COS = 2.0 if ablation else step
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # recorded in the diagnostics; the table reports the outcome
+                model = fit(_chunks(net.X, net.y), None, k, one_pass=one_pass, random_state=seed,
+                            callback=keep_initial, refine=not ablation)
+        finally:
+            _one_pass.FULL_STEP_COS = step
         diag = model.diagnostics
-        out[mode] = {"tensor": _scores(net, initial[0]), "refined": _scores(net, model),
+        out[mode] = {"tensor": _scores(net, initial[0]), "refined": None if ablation else _scores(net, model),
                      "passes": round(sum(diag["data_passes"].values()), 1),
                      "pilot_supported": diag["one_pass"]["pilot_supported"] if one_pass else None,
                      "supported": diag["suggested_n_hidden"]}
@@ -82,6 +93,7 @@ def run(args):
         net = make_planted_network(args.n, args.d, args.k, random_state=seed)
         for mode, rec in fit_both(net, args.k, seed).items():
             pilot = "" if rec["pilot_supported"] is None else f" ({rec['pilot_supported']})"
+            refined = "| - | - " if rec["refined"] is None else f"| {rec['refined'][0]:.6f} | {rec['refined'][1]:.2e} "
             print(f"| {seed} | {mode} | {rec['passes']:g} | {rec['tensor'][0]:.4f} | {rec['tensor'][1]:.2e} "
-                  f"| {rec['refined'][0]:.6f} | {rec['refined'][1]:.2e} | {rec['supported']}{pilot} |", flush=True)
+                  f"{refined}| {rec['supported']}{pilot} |", flush=True)
     return 0

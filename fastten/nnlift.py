@@ -272,8 +272,9 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         output layer and the refinement use a uniform sample of that many
         rows; ``diagnostics["one_pass"]`` records the sizes. Arrays in
         memory are fitted as a stream of their blocks of ``block_rows``
-        rows. Costs accuracy where the pilot's subspace misses part of the
-        span of A1 (docs/performance.md, "One pass"). Not with a dask
+        rows. The third-moment directions then take one least-squares step
+        in all d dimensions out of the pilot's subspace; what one pass costs
+        in accuracy is in docs/performance.md, "One pass". Not with a dask
         array, task="classification", early_stopping, a non-Gaussian
         input_model, bias_method="fourier", method="sketch",
         control_variate="quadratic" or cross_fit.
