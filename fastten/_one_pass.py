@@ -50,10 +50,17 @@ from .accumulate import Accumulator, Covariance, ScoreSpread, Spread
 from .moments import _plan, unpack_symmetric
 from .operators import DataMoment, DenseTensor, TensorOperator
 
-__all__ = ["one_pass", "OnePass", "SketchedMoment", "Reservoir", "PowerSums", "ONE_PASS_EXTRA"]
+__all__ = ["one_pass", "OnePass", "SketchedMoment", "Reservoir", "PowerSums", "CrossSums", "hermite_moments",
+           "mixed_hermite", "ONE_PASS_EXTRA", "FOURTH_MAX", "FULL_STEP_COS"]
 
 # Dimensions of the pilot's range beyond k (the multi-pass fit keeps 5).
 ONE_PASS_EXTRA = 10
+# Largest m for which the pass sums the fourth-order moments (the joint
+# decomposition's E[r S4]): they cost comb(m + 4, 4) products a row (10,626
+# at m = 20, 23,751 at m = 25, 46,376 at m = 30) against comb(m + 3, 3) for
+# the third order; beyond it the joint path runs without them, as for
+# non-Gaussian inputs.
+FOURTH_MAX = 25
 # Smallest |cos| between a direction and its full-space step for the step
 # to be taken (OnePass.full_space_step).
 FULL_STEP_COS = 0.9
@@ -137,15 +144,23 @@ class PowerSums(Accumulator):
 
 
 def hermite_moments(E):
-    """From E = E[r [v; 1]^(x)4] ((m + 1)^4, ``PowerSums`` of standardised v):
-    the cross-moments with the Gaussian scores, E[r S2] (m, m), E[r S3]
-    (m, m, m) and E[r S4] (m,)*4."""
-    m = E.shape[0] - 1
-    c = m  # the index of the constant
-    E0, E1, E2, E3, E4 = E[c, c, c, c], E[:m, c, c, c], E[:m, :m, c, c], E[:m, :m, :m, c], E[:m, :m, :m, :m]
+    """From E = E[r [v; 1]^(x)order] ((m + 1)^order, order 4 or 3,
+    ``PowerSums`` of standardised v): the cross-moments with the Gaussian
+    scores, E[r S2] (m, m), E[r S3] (m, m, m) and E[r S4] (m,)*4 (None for
+    order 3)."""
+    m, order = E.shape[0] - 1, E.ndim
+
+    def raw(j):  # E[r v^(x)j]: j indices among the m coordinates, the others at the constant
+        return E[(slice(0, m),) * j + (m,) * (order - j)]
+
+    E0, E1, E2 = raw(0), raw(1), raw(2)
     eye = np.eye(m)
     M2 = E2 - E0 * eye
-    T3 = E3 - (np.einsum("a,bc->abc", E1, eye) + np.einsum("b,ac->abc", E1, eye) + np.einsum("c,ab->abc", E1, eye))
+    T3 = raw(3) - (np.einsum("a,bc->abc", E1, eye) + np.einsum("b,ac->abc", E1, eye)
+                   + np.einsum("c,ab->abc", E1, eye))
+    if order == 3:
+        return M2, T3, None
+    E4 = raw(4)
     pairs = "ab,ce ac,be ae,bc bc,ae be,ac ce,ab".split()
     T4 = E4.copy()
     for p in pairs:
@@ -243,6 +258,10 @@ class SketchedMoment(TensorOperator):
         return self.M2 @ Omega
 
     def fourth_projected(self, W):
+        """E[r S4](W, W, W, W), or None when the pass did not sum the fourth
+        order (m > FOURTH_MAX)."""
+        if self.T4 is None:
+            return None
         return np.einsum("abce,ai,bj,ck,el->ijkl", self.T4, W, W, W, W, optimize=True)
 
     def score_spread(self, U, order):
@@ -372,7 +391,7 @@ def one_pass(source, k, control_variate, standard, rng, counter, sample_rows):
     m = B.shape[1]
     del Xs, r
 
-    raw, xstats, zstats, sums = Covariance(), Covariance(), Covariance(), PowerSums(m)
+    raw, xstats, zstats, sums = Covariance(), Covariance(), Covariance(), PowerSums(m, 4 if m <= FOURTH_MAX else 3)
     cross = CrossSums(pilot.rank, m)
     sample = Reservoir(size, rng)
     for X, Y in itertools.chain(buffered, blocks):
@@ -394,7 +413,9 @@ def one_pass(source, k, control_variate, standard, rng, counter, sample_rows):
     A = _inverse_sqrt(zs.cov)
     Abar = np.zeros((m + 1, m + 1))
     Abar[:m, :m], Abar[:m, m], Abar[m, m] = A, -A @ zs.mean, 1.0
-    E = np.einsum("abce,ia,jb,kc,le->ijkl", sums.result(), Abar, Abar, Abar, Abar, optimize=True)
+    E = sums.result()
+    for axis in range(E.ndim):  # Abar along every axis
+        E = np.moveaxis(np.tensordot(Abar, E, axes=(1, axis)), 0, axis)
     M2, T3, T4 = hermite_moments(E)
     Xr, Yr = sample.result()
     Xs, r = whitened(Xr, Yr)

@@ -12,6 +12,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 
 import fastten
+from fastten import _one_pass
 from fastten._one_pass import CrossSums, PowerSums, Reservoir, hermite_moments, mixed_hermite
 from fastten.datasets import make_planted_network
 from fastten.operators import DataMoment
@@ -97,6 +98,31 @@ def test_tensor_stage_alone_finds_the_directions(planted):
     assert model.diagnostics["trusted_components"] != []
 
 
+def test_units_the_third_moment_misses_come_from_the_sketched_fourth():
+    # Zero-bias ReLU units: the expected third derivative vanishes, and the
+    # joint decomposition of the sketched second and fourth moments finds
+    # them. Measured 0.998 (the multi-pass fit 0.9987); without the
+    # fourth-order sums (FOURTH_MAX forced below m) 0.09. 0.97 as in the
+    # tensor-stage test above.
+    net = make_planted_network(N, 20, 3, activation="relu", bias_range=(0.0, 0.0), random_state=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the third moment's silence is reported; judged here by recovery
+        model = fastten.fit(Stream(net.X, net.y), None, 3, activation="relu", one_pass=True, refine=False,
+                            random_state=0)
+    assert model.diagnostics["joint_directions"] == 3
+    assert worst_cos(model.A1, net.A1) >= 0.97
+
+
+def test_without_the_fourth_order_sums(planted, monkeypatch):
+    # Wider sketches (m > FOURTH_MAX) sum orders 0-3 only (and the joint
+    # path runs without E[r S4]); on units the third moment sees the fit is
+    # unchanged in kind: it reaches the planted network (the exact bar).
+    monkeypatch.setattr(_one_pass, "FOURTH_MAX", 5)
+    model = one_pass_fit(Stream(planted.X, planted.y), None)
+    assert model.diagnostics["one_pass"]["subspace_dimension"] == 13
+    assert worst_cos(model.A1, planted.A1) >= 0.9999
+
+
 def test_same_seed_same_bits(planted, streamed):
     _, model = streamed
     again = one_pass_fit(Stream(planted.X, planted.y), None)
@@ -178,14 +204,15 @@ def test_stream_errors():
         fastten.fit(chunks, None, 2, one_pass=True)
 
 
-def test_power_sums_give_the_hermite_moments_of_any_affine_standardisation():
+@pytest.mark.parametrize("order", [4, 3])
+def test_power_sums_give_the_hermite_moments_of_any_affine_standardisation(order):
     # PowerSums and the re-centring and whitening of the fit against the
     # moments of explicitly standardised rows (DataMoment: its own kernels).
     rng = np.random.default_rng(1)
     n, m = 3000, 4
     Z = rng.standard_normal((n, m)) @ rng.standard_normal((m, m)) + rng.standard_normal(m)
     r = np.tanh(Z @ rng.standard_normal(m)) + 0.1 * rng.standard_normal(n)
-    acc = PowerSums(m)
+    acc = PowerSums(m, order)
     for i in range(0, n, 700):  # blocks: the sums do not depend on the split
         acc.update(Z[i:i + 700], r[i:i + 700])
     mu, C = Z.mean(axis=0), np.cov(Z.T, bias=True)
@@ -193,11 +220,17 @@ def test_power_sums_give_the_hermite_moments_of_any_affine_standardisation():
     A = (vecs / np.sqrt(vals)) @ vecs.T
     Abar = np.zeros((m + 1, m + 1))
     Abar[:m, :m], Abar[:m, m], Abar[m, m] = A, -A @ mu, 1.0
-    E = np.einsum("abce,ia,jb,kc,le->ijkl", acc.result(), Abar, Abar, Abar, Abar)
+    E = np.einsum(("abce,ia,jb,kc,le->ijkl" if order == 4 else "abc,ia,jb,kc->ijk"), acc.result(),
+                  *(Abar,) * order)
     M2, T3, T4 = hermite_moments(E)
     ref = DataMoment((Z - mu) @ A, r)
     eye = np.eye(m)
-    for got, want in ((M2, ref.second_moment_dot(eye)), (T3, ref.project(eye)), (T4, ref.fourth_projected(eye))):
+    pairs = [(M2, ref.second_moment_dot(eye)), (T3, ref.project(eye))]
+    if order == 4:
+        pairs.append((T4, ref.fourth_projected(eye)))
+    else:
+        assert T4 is None
+    for got, want in pairs:
         assert np.abs(got - want).max() <= 1e-10 * np.abs(want).max()
 
 
