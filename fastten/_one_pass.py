@@ -63,10 +63,10 @@ ONE_PASS_EXTRA = 10
 FOURTH_MAX = 25
 # Smallest |cos| between a direction and its full-space step for the step
 # to be taken (OnePass.full_space_step): a turn of more than 60 degrees is
-# not the correction of a unit the pilot's subspace holds. The subspace held
-# the weakest units of d=50, k=10 (pilot 16672 rows, n=1e6, seeds 0 and 2) at
-# |cos| 0.81 and 0.84; the step turned them to 0.9988 and better, which a
-# bar of 0.9 refused (worst |cos| 0.81 and 0.86 then).
+# not the correction of a unit the pilot's subspace holds. At d=50, k=10
+# (pilot 16672 rows, n=1e6, seed 0) the subspace held the two weakest units
+# at |cos| 0.81 and 0.84; the step turned them to 0.9988 and 0.9986, which
+# a bar of 0.9 refused (worst |cos| 0.81 on seed 0 and 0.86 on seed 2 then).
 FULL_STEP_COS = 0.5
 
 
