@@ -311,8 +311,10 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         for a non-Gaussian input model collinear features. Out of core, a
         bad block or chunk is named by its index (and a dask chunk by its
         rows); a dask X chunked along features, or a dask y of other row
-        chunks, is refused before any pass. docs/bad_input.md lists what
-        each bad input gets.
+        chunks, is refused before any pass. With one_pass=True, an option
+        one pass cannot serve (or a dask X) is refused naming it and
+        one_pass, before any read. docs/bad_input.md lists what each bad
+        input gets.
 
     Warns
     -----
