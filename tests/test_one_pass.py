@@ -288,7 +288,8 @@ def test_one_pass_recovers_planted_networks_over_seeds():
     # The seed contract of STYLE.md: 10 seeds of a d=20, k=3 planted
     # network with n = 60000 rows (past the 16384-row pilot). Every seed must
     # refine to the planted network (the exact bar), and the tensor stage
-    # alone reach |cos| 0.97 (measured 0.996-0.999 over seeds 0-2).
+    # alone reach |cos| 0.97. Measured: exact on all 10 (test MSE / Var
+    # 2e-31 to 6e-27), the tensor stage 0.9937-0.9986.
     for seed in range(10):
         net = make_planted_network(60_000, 20, 3, random_state=seed)
         initial = []
