@@ -302,8 +302,9 @@ class OnePass:
         (``mixed``), normalised and oriented as U. Where U is the components
         to first order, A is too, with the pilot's error in the other two
         modes entering only through their overlaps with the other
-        components. A column that turns by more than FULL_STEP_COS (a
-        component the step does not support) keeps its direction. Returns
+        components. A column whose |cos| with its step is below
+        FULL_STEP_COS (a turn the pilot's error cannot explain) keeps its
+        direction. Returns
         weights on the pilot's whitened inputs (d, t)."""
         old = self.embed @ U  # the same directions on the standardised inputs u
         Y = np.einsum("abc,bj,cj->aj", self.mixed, U, U)
