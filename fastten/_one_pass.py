@@ -1,8 +1,8 @@
 """One read of a stream that cannot be replayed: ``fit(..., one_pass=True)``.
 
-The multi-pass fit out of core reads its rows about 30 times (the tensor
-stage alone is some 25 passes of contractions). Here every row is read
-once (docs/method.md, "One pass"):
+The multi-pass fit out of core reads its rows 19-26 times (most of them
+the tensor stage's contractions). Here every row is read once (docs/api.md,
+"Data out of core"; its accuracy cost: docs/performance.md, "One pass"):
 
 1. **Pilot.** The first P rows of the stream (P = the rows the fit keeps in
    memory anyway, ``fastten._rounds.gathered_rows``) are buffered. From them:
@@ -32,7 +32,8 @@ once (docs/method.md, "One pass"):
    error by the full data's. The directions then map back to the full
    data's whitened inputs (``OnePass.to_full``).
 
-Memory: O(P d + d^2 + d m^2 + m^4) and one block; nothing of size n or d^3.
+Memory: O(P d + d^2 + d m^2 + m^4) and one block; nothing of size n, and
+m^3 (m^4 only up to m = FOURTH_MAX) equals d^3 only when d <= k + 10.
 """
 
 import itertools
