@@ -7,7 +7,7 @@ and ``run(args)`` (as bench/kernels.py does), and add one line to COMMANDS.
 import argparse
 import sys
 
-from . import decompose, gn, kernels, moments, real, recovery, scale, scaling, sgd
+from . import decompose, gn, kernels, moments, onepass, real, recovery, scale, scaling, sgd
 
 COMMANDS = (
     kernels.add_parser,
@@ -19,6 +19,7 @@ COMMANDS = (
     moments.add_parser,
     scale.add_parser,
     gn.add_parser,
+    onepass.add_parser,
 )
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from ._subspace import signal_subspace
 
 __all__ = ["CONTROL_VARIATES", "ControlVariate", "fit_control_variate", "quadratic_features", "control_labels",
-           "ControlLabels"]
+           "ControlLabels", "streamed_weights"]
 
 CONTROL_VARIATES = ("none", "linear", "quadratic")
 
@@ -231,3 +231,18 @@ def control_labels(op, X, y, kind, cross_fit, k, rng, linear=None):
     var = np.var(y) or 1.0
     record.update(variance_ratio=float(np.var(r3) / var), variance_ratio_second=float(np.var(r2) / var))
     return ControlLabels(r2, r3, record, int(np.ceil(passes)), quadratics)
+
+
+def streamed_weights(stats, inputs, y_scale, theta_hat, standard):
+    """w = Cov(x~, y~) theta_hat, the linear control variate's weights on the
+    whitened inputs x~ (mean 0, covariance I) for the labels y~ = (y - mean)
+    / y_scale combined by theta_hat, from a ``Covariance`` of the raw rows
+    (``stats``) and their ``Standardiser`` (identity when ``standard``).
+    Cov(x / c, y) / y_scale from the statistics on X / c and Y / c_y (powers
+    of two: finite for any finite data); times c it is Cov(x, y) / y_scale,
+    over s the correlation."""
+    cross = stats.scaled_cross / (y_scale / stats.y_scale)
+    if standard:
+        return (cross * stats.scale[:, None]) @ theta_hat
+    keep = inputs.keep
+    return inputs.L.T @ ((cross[keep] / (inputs.s[keep] / stats.scale[keep])[:, None]) @ theta_hat)

@@ -20,7 +20,6 @@ from . import _bias, _nonorth
 from ._subspace import signal_subspace
 from .activations import derivative
 from .decomposition import decompose
-from .operators import DataMoment
 
 __all__ = ["Directions", "tensor_directions", "random_directions", "initial_units", "third_moment_z",
            "visible_z", "second_moment_directions", "second_order_z", "VISIBLE_Z"]
@@ -96,7 +95,7 @@ def tensor_directions(op, k, method, rng):
         dec = decompose(op, min(k, MAX_DECOMPOSED), method=method, tol=1e-3,
                         subspace=None if sub is None else sub.basis, random_state=rng)
     z = third_moment_z(op, dec.factors)
-    threshold = visible_z(op.dim, k)
+    threshold = visible_z(search_dim(op), k)
     candidates = R4 = None
     # The joint decomposition's rank: no more than the directions the
     # combined spectrum supports above its noise edge (none: no joint
@@ -111,11 +110,11 @@ def tensor_directions(op, k, method, rng):
         # polish O(rank^6) per step).
         Qk = sub.basis[:, :rank]
         M2 = Qk.T @ op.second_moment_dot(Qk)
-        gaussian = isinstance(op, DataMoment)  # the fourth-order kernel has the Gaussian score
-        R4 = op.fourth_projected(Qk) if gaussian else None
-        # Per moment: the second order has labels of its own (op.y2) under
-        # the quadratic control variate.
-        sigma = np.array([np.std(op.y2), np.std(op.y), np.std(op.y)][:2 + (R4 is not None)]) / np.sqrt(op.y.shape[0])
+        # The fourth moment has the Gaussian score (a DataMoment, or the
+        # one-pass fit's sketch of one); a ScoreMoment has none.
+        R4 = op.fourth_projected(Qk) if hasattr(op, "fourth_projected") else None
+        sigma2, sigma3 = label_noise(op)
+        sigma = np.array([sigma2, sigma3, sigma3][:2 + (R4 is not None)])
         V = _nonorth.joint_decompose((M2 + M2.T) / 2, op.project(Qk), sigma, rng, R4=R4)[0]
         candidates = Qk @ V
     U, kept, n_joint, n_second = select_directions(dec.factors, z, threshold, op, rng, candidates,
@@ -125,6 +124,23 @@ def tensor_directions(op, k, method, rng):
     notes = [f"tensor stage: {w.message}" for w in caught]
     passes = op.passes + 1  # + the residual (op counts E[r S4] projected)
     return Directions(U, kept, n_joint, n_second, z, dec, sub, passes, notes)
+
+
+def search_dim(op):
+    """The dimension the directions were searched in, which sets the noise
+    thresholds (``visible_z``, ``second_order_z``): ``op.dim``, or for the
+    one-pass fit's sketch (``fastten._one_pass``) the dimension its range
+    was chosen in."""
+    return getattr(op, "search_dim", op.dim)
+
+
+def label_noise(op):
+    """sd(labels) / sqrt(n) of the second order's labels and of the higher
+    orders' (they differ under the quadratic control variate: op.y2)."""
+    if hasattr(op, "label_noise"):
+        return op.label_noise
+    root = np.sqrt(op.y.shape[0])
+    return np.std(op.y2) / root, np.std(op.y) / root
 
 
 def random_directions(d, k, rng):
@@ -275,7 +291,7 @@ def select_directions(U, z, threshold, op, rng, candidates=None, limit=None, cou
     if len(out) < limit and candidates is not None:
         # Directions of the joint M2 + M3 decomposition that either moment
         # sees, strongest first (in units of their thresholds).
-        score = np.maximum(np.abs(op.score_spread(candidates, 2).z()) / second_order_z(d),
+        score = np.maximum(np.abs(op.score_spread(candidates, 2).z()) / second_order_z(search_dim(op)),
                            np.abs(third_moment_z(op, candidates)) / threshold)
         for j in np.argsort(-score):
             if len(out) == limit or score[j] < 1:
@@ -287,7 +303,7 @@ def select_directions(U, z, threshold, op, rng, candidates=None, limit=None, cou
     if len(out) < limit:
         V, z2 = second_moment_directions(op, limit - len(out), np.column_stack(out) if out else np.zeros((d, 0)),
                                           rng)
-        second = [j for j in range(V.shape[1]) if abs(z2[j]) >= second_order_z(d)]
+        second = [j for j in range(V.shape[1]) if abs(z2[j]) >= second_order_z(search_dim(op))]
         out += [V[:, j] for j in second]
     while len(out) < k:
         g = rng.standard_normal(d)

@@ -22,7 +22,7 @@ from .activations import derivative
 from .decomposition import ZeroTensorError, decompose
 from .operators import DataMoment
 
-__all__ = ["network_loss", "output_loss", "ridge_output", "refine_network", "residual_direction"]
+__all__ = ["network_loss", "output_loss", "ridge_output", "refine_network", "residual_direction", "gathered_rows"]
 
 logger = logging.getLogger("fastten")
 
@@ -37,6 +37,14 @@ SUBSAMPLE_PER_PARAMETER = 16
 # round leaves sooner (the demo's first round crawled at 7e-4 of Var(y) for
 # 34 of its 50 steps). The round on all rows has no such stop.
 STALL = (10, 0.02)
+
+
+def gathered_rows(d, k, m):
+    """The rows a fit out of core keeps in memory for the stages that need
+    rows rather than sums (the units' scales, the refinement, the final
+    checks): enough for the refinement's subsample and as many held out,
+    for d inputs, k units and m outputs."""
+    return 2 * max(SUBSAMPLE_ROWS, SUBSAMPLE_PER_PARAMETER * (d * k + k + k * m + m))
 
 
 def output_loss(F, Y, loss):

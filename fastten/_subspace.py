@@ -179,5 +179,7 @@ def signal_subspace(op, k, rng, *, oversample=10, power_steps=2, extra=5):
     C = np.hstack([(M2 + M2.T) / (2 * sigma2 * 2 * np.sqrt(m)), R3 / (sigma3 * (np.sqrt(m) + m))])
     left, s, _ = np.linalg.svd(C, full_matrices=False)
     basis = B @ left[:, :min(m, k + extra)]
-    edge = noise_edge(d)
+    # The dimension the probes searched: d, or the one a sketch's range was
+    # chosen in (``fastten._one_pass``).
+    edge = noise_edge(getattr(op, "search_dim", d))
     return Subspace(basis, s, edge, int(np.sum(s > edge)), m, op.passes - start)

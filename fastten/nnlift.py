@@ -39,14 +39,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._control import CONTROL_VARIATES, control_labels
+from ._control import CONTROL_VARIATES, control_labels, streamed_weights
 from ._directions import VISIBLE_Z, initial_units, random_directions, tensor_directions, third_moment_z
 from ._inputs import Standardiser
+from ._one_pass import one_pass
 from ._progress import Progress, check_verbose
 from ._output import softmax_output
 from ._random import check_random_state
-from ._rounds import SUBSAMPLE_PER_PARAMETER, SUBSAMPLE_ROWS, network_loss, output_loss, refine_network, \
-    residual_direction
+from ._rounds import gathered_rows, network_loss, output_loss, refine_network, residual_direction
 from ._dask import DaskSource, is_dask_array
 from ._sources import BLOCK_ROWS, ArraySource, ChunkSource, Mapped, MemmapSource, gather, run_pass
 from .accumulate import Covariance, OutputLayer, PassCounter
@@ -123,7 +123,7 @@ def _plain(value):
 def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model="gaussian", init="tensor",
         method="auto", bias_method="moments", control_variate="linear", cross_fit=False, refine=True, alpha=0.0,
         early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, ridge=1e-8, max_iter=50, n_rounds=6,
-        random_state=None, callback=None, blas_threads=1, block_rows=BLOCK_ROWS, verbose=0):
+        random_state=None, callback=None, blas_threads=1, block_rows=BLOCK_ROWS, one_pass=False, verbose=0):
     """Fit f(x) = a2^T sigma(A1^T x + b1) + b2 to (X, y) by the method of moments.
 
     NN-LIFT's tensor stage starts the network, a Levenberg-Marquardt
@@ -263,6 +263,21 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         memory-mapped files; chunks and dask arrays keep their own chunk
         sizes). A memory-mapped pass holds about one block of the file in
         memory.
+    one_pass : bool, default False
+        Read every row once (a callable of chunks is called once): for
+        streams that cannot be replayed. The first rows (as many as the
+        fit keeps in memory, about 2 max(8192, 16 p) for p parameters) are
+        a pilot whose signal subspace (k + 10 dimensions) the moments of
+        all rows are projected on in the same pass; the units' scales, the
+        output layer and the refinement use a uniform sample of that many
+        rows; ``diagnostics["one_pass"]`` records the sizes. Arrays in
+        memory are fitted as a stream of their blocks of ``block_rows``
+        rows. The third-moment directions then take one least-squares step
+        in all d dimensions out of the pilot's subspace; what one pass costs
+        in accuracy is in docs/performance.md, "One pass". Not with a dask
+        array, task="classification", early_stopping, a non-Gaussian
+        input_model, bias_method="fourier", method="sketch",
+        control_variate="quadratic" or cross_fit.
     verbose : int >= 0 or bool, default 0
         0 (False): silent. 1 (True): a message after each stage
         (standardise, tensor stage, output layer, refinement) with its time,
@@ -296,8 +311,10 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         for a non-Gaussian input model collinear features. Out of core, a
         bad block or chunk is named by its index (and a dask chunk by its
         rows); a dask X chunked along features, or a dask y of other row
-        chunks, is refused before any pass. docs/bad_input.md lists what
-        each bad input gets.
+        chunks, is refused before any pass. With one_pass=True, an option
+        one pass cannot serve (or a dask X) is refused naming it and
+        one_pass, before any read. docs/bad_input.md lists what each bad
+        input gets.
 
     Warns
     -----
@@ -318,7 +335,7 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
     """
     options = _check_options(activation, task, input_model, init, method, bias_method, control_variate, cross_fit,
                              refine, alpha, early_stopping, validation_fraction, n_iter_no_change, ridge, max_iter,
-                             n_rounds, callback, blas_threads)
+                             n_rounds, callback, blas_threads, one_pass)
     check_int(block_rows, "block_rows", 1)
     verbose = check_verbose(verbose)
     # threadpoolctl takes Python ints only
@@ -348,6 +365,7 @@ class _Options:
     max_iter: int
     n_rounds: int
     callback: object
+    one_pass: bool = False
 
     @property
     def loss(self):
@@ -383,7 +401,7 @@ def _flag(value, name):
 
 def _check_options(activation, task, input_model, init, method, bias_method, control_variate, cross_fit, refine,
                    alpha, early_stopping, validation_fraction, n_iter_no_change, ridge, max_iter, n_rounds, callback,
-                   blas_threads):
+                   blas_threads, one_pass=False):
     """Every option of fit, checked before any data work."""
     control_variate = _one_of(control_variate, "control_variate", CONTROL_VARIATES)
     cross_fit = _flag(cross_fit, "cross_fit")
@@ -394,15 +412,19 @@ def _check_options(activation, task, input_model, init, method, bias_method, con
         check_int(blas_threads, "blas_threads", 1, 2 ** 31 - 1)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected None or a callable, got {type(callback).__name__}")
-    return _Options(activation, get_activation(activation), _one_of(task, "task", TASKS),
-                    input_model if isinstance(input_model, ScoreFunction)
-                    else _one_of(input_model, "input_model", INPUT_MODELS), _one_of(init, "init", INITS),
-                    _one_of(method, "method", METHODS), _one_of(bias_method, "bias_method", BIAS_METHODS),
-                    control_variate, cross_fit, _flag(refine, "refine"), _real(alpha, "alpha", 0.0, PENALTY_MAX),
-                    _flag(early_stopping, "early_stopping"),
-                    _real(validation_fraction, "validation_fraction", 0.0, 1.0, closed=False),
-                    check_int(n_iter_no_change, "n_iter_no_change", 1), _real(ridge, "ridge", 0.0, PENALTY_MAX),
-                    check_int(max_iter, "max_iter", 0), check_int(n_rounds, "n_rounds", 1), callback)
+    options = _Options(activation, get_activation(activation), _one_of(task, "task", TASKS),
+                       input_model if isinstance(input_model, ScoreFunction)
+                       else _one_of(input_model, "input_model", INPUT_MODELS), _one_of(init, "init", INITS),
+                       _one_of(method, "method", METHODS), _one_of(bias_method, "bias_method", BIAS_METHODS),
+                       control_variate, cross_fit, _flag(refine, "refine"), _real(alpha, "alpha", 0.0, PENALTY_MAX),
+                       _flag(early_stopping, "early_stopping"),
+                       _real(validation_fraction, "validation_fraction", 0.0, 1.0, closed=False),
+                       check_int(n_iter_no_change, "n_iter_no_change", 1), _real(ridge, "ridge", 0.0, PENALTY_MAX),
+                       check_int(max_iter, "max_iter", 0), check_int(n_rounds, "n_rounds", 1), callback,
+                       _flag(one_pass, "one_pass"))
+    if options.one_pass:
+        _one_pass_options(options)
+    return options
 
 
 def _features(X):
@@ -586,6 +608,32 @@ def _out_of_core_options(opts):
                          "chunks or a dask array) supports False (the default)")
 
 
+def _one_pass_options(opts):
+    """The options one pass over the data cannot serve, refused."""
+    for bad, name, value, why in (
+            (opts.task != "regression", "task", opts.task, "the classes' one-hot labels need a pass of their own"),
+            (opts.early_stopping, "early_stopping", opts.early_stopping, "it holds rows out of every stage"),
+            (not opts.gaussian, "input_model", opts.input_model, "the sketch has the Gaussian score"),
+            (opts.bias_method == "fourier", "bias_method", opts.bias_method, "it needs the data in memory"),
+            (opts.method == "sketch", "method", opts.method, "it hashes the rows in memory"),
+            (opts.control_variate == "quadratic", "control_variate", opts.control_variate,
+             "its subspace needs a pass of its own"),
+            (opts.cross_fit, "cross_fit", opts.cross_fit, "it needs a split of the rows in memory")):
+        if bad:
+            raise ValueError(f"{name}: {value!r} is not supported with one_pass=True ({why}); one_pass=True "
+                             f"supports task='regression', early_stopping=False, input_model 'gaussian' or "
+                             f"'standard', bias_method 'moments' or 'zero', any method but 'sketch', "
+                             f"control_variate 'linear' or 'none' and cross_fit=False")
+
+
+def _array_blocks(X, Y, rows):
+    """The arrays as a callable of (X_block, y_block) chunks of ``rows`` rows."""
+    def chunks():
+        for i in range(0, X.shape[0], rows):
+            yield X[i:i + rows], Y[i:i + rows]
+    return chunks
+
+
 def _streamed_control_record(opts, stats, w, theta_hat, y_scale, standard):
     """``diagnostics["control_variate"]`` of an out-of-core fit, from the
     statistics pass: the labels y~ = (y - mean) / scale . theta_hat have
@@ -605,13 +653,18 @@ def _streamed_control_record(opts, stats, w, theta_hat, y_scale, standard):
 
 def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
     start = time.perf_counter()
+    if opts.one_pass and is_dask_array(X):
+        raise ValueError("one_pass: True reads a stream once, in order; X is a dask array, which every pass can "
+                         "read again (and in parallel): use one_pass=False")
     source, single = _open_source(X, y, block_rows)
-    counter = PassCounter()
+    counter = data_counter = PassCounter()
     if source is None:
         X = _features(X)
         if X.shape[0] < 2:  # before the labels, which one row cannot make vary
             raise ValueError(f"X: expected at least 2 samples, got {X.shape[0]}")
         Y, single, classes = _targets(y, X.shape[0], opts.task)
+        if opts.one_pass:  # exactly as a stream of the arrays' blocks
+            source = ChunkSource(_array_blocks(X, Y[:, 0] if single else Y, block_rows))
     else:
         _out_of_core_options(opts)
         classes = None
@@ -640,7 +693,15 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
 
     # 1. One pass: the inputs' and the labels' means and covariances, and
     # their cross-covariance (the control variate's regression).
-    stats = run_pass(raw, Covariance(), counter=counter, stage="standardise").result()
+    # Or one_pass=True: the same statistics, the tensor stage's sketch and a
+    # sample of the rows in the only pass (fastten._one_pass).
+    sketch = None
+    if opts.one_pass:
+        sketch = one_pass(raw, k, opts.control_variate, opts.input_model == "standard", rng, counter,
+                          lambda d, m: gathered_rows(d, k, m))
+        stats = sketch.stats
+    else:
+        stats = run_pass(raw, Covariance(), counter=counter, stage="standardise").result()
     n, d = stats.n, stats.mean.shape[0]
     m = stats.y_mean.shape[0]
     if source is not None:
@@ -688,18 +749,10 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
     # and their residual after least squares on [1, x~] (a control variate:
     # fastten._subspace). The whitened inputs have mean 0 and covariance I,
     # so the regression weights are Cov(x~, y): from the first pass.
-    theta = rng.standard_normal(m)
+    theta = sketch.theta if sketch is not None else rng.standard_normal(m)
     theta_hat = theta / np.linalg.norm(theta)
     centre = (stats.y_mean - y_mean) / y_scale
-    # Cov(x / c, y) / y_scale from the statistics on X / c and Y / c_y
-    # (powers of two: finite for any finite data); times c it is Cov(x, y)
-    # / y_scale, over s the correlation.
-    cross = stats.scaled_cross / (y_scale / stats.y_scale)
-    if standard:
-        w = (cross * stats.scale[:, None]) @ theta_hat
-    else:
-        keep = inputs.keep
-        w = inputs.L.T @ ((cross[keep] / (inputs.s[keep] / stats.scale[keep])[:, None]) @ theta_hat)
+    w = streamed_weights(stats, inputs, y_scale, theta_hat, standard)
 
     def standardised(Xb, Yb):
         Xsb = Xb if standard else inputs.transform(Xb)
@@ -742,6 +795,19 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
             X_t, r_t32 = moment_rows(Xs, r_t)
             X32 = X_t if X_t.dtype == np.float32 else None  # reused by the refinement's CG products
             op = DataMoment.from_source(ArraySource(X_t, r_t32, block_rows), r, counter, y=r_t32)
+    elif sketch is not None:
+        # The stages after the tensor stage run on the sample, standardised
+        # as the full data; passes over it are not passes over the data.
+        Xs, Ys = standardised(*sketch.sample)
+        rows = ArraySource(Xs, Ys, block_rows)
+        op = sketch.operator
+        counter = PassCounter()
+        sizes = sketch.record
+        notes.append(f"one pass: the tensor stage used the moments of all {n} rows projected on the "
+                     f"{sizes['subspace_dimension']}-dimensional signal subspace of the first "
+                     f"{sizes['pilot_rows']} (the pilot); the units' scales, the output layer, the refinement "
+                     f"and the final checks used a uniform sample of {sizes['sample_rows']} rows")
+        logger.info("fit: %s", notes[-1])
     else:
         rows, X32 = Mapped(source, standardised), None
 
@@ -754,7 +820,7 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
         # biases, the refinement, the final checks) run on rows gathered in
         # one pass: all of them when they fit the refinement's two
         # subsamples, else a uniform sample of that many.
-        limit = 2 * max(SUBSAMPLE_ROWS, SUBSAMPLE_PER_PARAMETER * (r * k + k + k * m + m))
+        limit = gathered_rows(r, k, m)
         picked = None if n <= limit else np.sort(rng.choice(n, size=limit, replace=False))
         Xs, Ys = gather(rows, picked)
         counter.count("gather")
@@ -796,11 +862,18 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
     counter.count("control_variate", control_passes)
     if init == "tensor":
         try:
-            directions = tensor_directions(op, k_moments, opts.method, rng)
+            directions = tensor_directions(op, min(k_moments, op.dim), opts.method, rng)
         except ZeroTensorError:  # the moments vanish (out of core, or after the control variate)
             note(flat, IdentifiabilityWarning)
             init = "random"
     if directions is not None:
+        if sketch is not None:
+            # From the sketch's coordinates to the full data's whitened
+            # inputs; a pilot of lower rank than the data leaves units over.
+            directions.U = sketch.to_full(directions.U, inputs, len(directions.kept))
+            if directions.U.shape[1] < k_moments:
+                directions.U = np.hstack([directions.U,
+                                          random_directions(r, k_moments - directions.U.shape[1], rng).U])
         if not opts.gaussian:
             counter.count("tensor", op.passes)
             # Directions on Z to weights on the whitened x~ (unit norm).
@@ -918,6 +991,9 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
             notes.append(message)
             logger.info("fit: %s; the refinement reached an exact fit", message)
     unit = A1 / np.linalg.norm(A1, axis=0)
+    if sketch is not None:  # the final moments of the sample (the sketch has the pilot's range only)
+        r_s = residual(Xs, Ys)
+        op = DataMoment.from_source(ArraySource(Xs, r_s, block_rows), r, counter, y=r_s)
     op.stage = "residual_check"
     z_final = third_moment_z(op, unit if opts.gaussian else inputs.L @ unit)
     unseen = np.flatnonzero(np.abs(z_final) < VISIBLE_Z).tolist()
@@ -954,7 +1030,8 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
             "validation_rows": int(validation[0].shape[0]), "best_validation_loss": stopper.best_loss,
             "validation_losses": stopper.history, "stopped_early": bool(stopped)},
         "residual_structure": structure,
-        "data_passes": {stage: round(count, 1) for stage, count in counter.by_stage.items()},
+        "data_passes": {stage: round(count, 1) for stage, count in data_counter.by_stage.items()},
+        "one_pass": sketch.record if sketch is not None else None,
         "rows": {"n": n, "in_memory": Xs.shape[0]} if source is not None else {"n": n, "in_memory": n},
         "times": times,
         "warnings": notes,

@@ -474,3 +474,26 @@ def test_scale_tiny_run_prints_the_table_and_writes_the_json(tmp_path):
         assert r["data_passes"]["output_layer"] == 1 and r["seconds"] > 0
     assert fits[0]["data_passes"]["gather"] == 1 and "gather" not in fits[1]["data_passes"]
     assert list(data.iterdir()) == []  # the data files are deleted without --keep
+
+
+# ----------------------------------------------------------------------------
+# python -m bench onepass
+# ----------------------------------------------------------------------------
+
+def test_onepass_tiny_run_prints_the_table():
+    result = run_bench("onepass", "--n", "20000", "--d", "6", "--k", "2", "--seeds", "1")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("| 0 |")]
+    assert [line.split("|")[2].strip() for line in lines] == ["multi-pass", "one pass",
+                                                             "one pass, no full-space step"]
+    passes = [float(line.split("|")[3]) for line in lines]
+    assert passes[0] > 10 and passes[1:] == [1, 1]
+    # 2 planted units in 6 dimensions, noise-free: both fits refine to the
+    # planted network (the recovery bench's exact bar).
+    for line in lines[:2]:
+        assert float(line.split("|")[6]) >= 0.9999 and float(line.split("|")[7]) <= 1e-6
+
+
+def test_onepass_usage_error_exits_2():
+    result = run_bench("onepass", "--seeds", "0")
+    assert result.returncode == 2 and "--seeds" in result.stderr and "Traceback" not in result.stderr
