@@ -774,7 +774,7 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
             return np.ascontiguousarray(Xsb, dtype=np.float32), rb.astype(np.float32)
         return Xsb, rb
 
-    Z = None
+    Z = X32 = None  # X32: the float32 rows, if any, that the refinement's CG products can reuse
     if source is None:
         if standard:
             Xs = X
@@ -789,11 +789,11 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
         r_t = residual(Xs, Ys)
         counter.count("tensor")
         rows = ArraySource(Xs, Ys, block_rows)
-        op = X32 = None
+        op = None
         if opts.gaussian:
             Z = None  # the product densities' coordinates only: free it
             X_t, r_t32 = moment_rows(Xs, r_t)
-            X32 = X_t if X_t.dtype == np.float32 else None  # reused by the refinement's CG products
+            X32 = X_t if X_t.dtype == np.float32 else None
             op = DataMoment.from_source(ArraySource(X_t, r_t32, block_rows), r, counter, y=r_t32)
     elif sketch is not None:
         # The stages after the tensor stage run on the sample, standardised
@@ -809,7 +809,7 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
                      f"and the final checks used a uniform sample of {sizes['sample_rows']} rows")
         logger.info("fit: %s", notes[-1])
     else:
-        rows, X32 = Mapped(source, standardised), None
+        rows = Mapped(source, standardised)
 
         def streamed_moment_rows(Xb, Yb):
             Xsb, Ysb = standardised(Xb, Yb)
