@@ -1035,15 +1035,15 @@ class NormalEquations(Accumulator):
         b2 : numpy.ndarray, shape (m,)
             The intercepts.
         cond : float
-            The condition number of the penalised H.
+            The condition number of the penalised H (inf when it is
+            singular: ``ridge`` 0 and features that are linearly dependent,
+            such as a unit that is zero on every row; the coefficients are
+            then the least-squares solution of least norm).
 
         Raises
         ------
         ValueError
             When ``ridge`` is not a number >= 0, or no rows have been seen.
-        numpy.linalg.LinAlgError
-            When the penalised H is exactly singular (with ``ridge`` 0 and
-            features that are linearly dependent).
         """
         if not (isinstance(ridge, (int, float, np.floating)) and ridge >= 0):
             raise ValueError(f"ridge: expected a number >= 0, got {ridge!r}")
@@ -1052,7 +1052,11 @@ class NormalEquations(Accumulator):
         H = self.H.copy()
         k = H.shape[0] - 1
         H[np.arange(k), np.arange(k)] += ridge * self.n
-        coef = np.linalg.solve(H, self.g)
+        try:
+            coef = np.linalg.solve(H, self.g)
+        except np.linalg.LinAlgError:
+            coef = np.linalg.lstsq(H, self.g, rcond=None)[0]
+            return coef[:k], coef[k], float("inf")
         return coef[:k], coef[k], float(np.linalg.cond(H))
 
 

@@ -306,3 +306,14 @@ def test_data_moment_score_spread_reads_each_order_s_labels_in_one_pass():
     assert_spread(op.score_spread(U, 3), X, y, U, 3)
     assert_spread(op.score_spread(U, 2), X, y2, U, 2)
     assert op.passes == 2
+
+
+def test_normal_equations_of_dependent_features_without_ridge():
+    rng = np.random.default_rng(0)
+    F = rng.standard_normal((50, 3))
+    F[:, 2] = 0.0  # a unit dead on every row
+    Y = F[:, :2] @ np.array([[1.0], [-2.0]]) + 0.5
+    A2, b2, cond = A.NormalEquations().update(F, Y).result(ridge=0.0)
+    assert cond == np.inf
+    np.testing.assert_allclose(A2[:, 0], [1.0, -2.0, 0.0], atol=1e-10)  # least norm: 0 on the dead unit
+    np.testing.assert_allclose(b2, [0.5], atol=1e-10)

@@ -335,3 +335,13 @@ def test_fourier_biases_skip_units_the_moments_scaled_to_zero(monkeypatch):
                                                   np.random.default_rng(0))
     assert np.isfinite(A1).all() and np.isfinite(b1).all()
     assert len(units) == 2
+
+
+def test_fit_with_a_unit_dead_on_every_row_and_no_ridge():
+    # Two rows, two ReLU units and ridge=0 (hypothesis found it): a unit
+    # zero on both rows made the output layer's normal equations singular,
+    # and fit raised LinAlgError. The least-norm solution is used instead.
+    X = np.array([[0.12573022], [-0.13210486]])
+    y = np.array([0.64042265, 0.10490012])
+    for seed in range(5):
+        assert_finite(quiet_fit(X, y, 2, activation="relu", ridge=0.0, max_iter=2, n_rounds=1, random_state=seed), X)
