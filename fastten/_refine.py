@@ -50,6 +50,7 @@ from ._kernels import gn_product_acc
 from ._kernels.network import gn_block, gn_softmax_product_acc
 from ._output import softmax_loss, softmax_output
 from .activations import value_and_slope
+from ._workers import SERIAL
 
 LOSSES = ("squared", "softmax")
 
@@ -116,10 +117,17 @@ class _State:
     gradient, times n: F - Y or P - Y), softmax probabilities P (None for
     the squared loss) and penalised loss at theta."""
 
-    def __init__(self, X, Y, theta, net, activation, loss="squared", alpha=0.0):
+    def __init__(self, X, Y, theta, net, activation, loss="squared", alpha=0.0, workers=SERIAL):
         A1, b1, self.A2, b2 = net.unpack(theta)
         self.theta, self.kind, self.alpha = theta, loss, alpha
-        self.S, self.D = value_and_slope(activation, _dot(X, A1) + b1)
+        n, k = X.shape[0], net.k
+        self.S, self.D = np.empty((n, k)), np.empty((n, k))
+        A1 = A1.astype(X.dtype)
+
+        def layer(start, stop):
+            self.S[start:stop], self.D[start:stop] = value_and_slope(activation, X[start:stop] @ A1 + b1)
+
+        workers.rows(layer, n)
         self.loss, self.R, self.P = _data_loss(self.S @ self.A2 + b2, Y, loss)
         if alpha:
             self.loss += _penalty(alpha, X.shape[0], A1, self.A2)
@@ -162,37 +170,41 @@ def _ridge_output(S, Y, alpha):
     return coef, F @ coef
 
 
-def _gn_product(X, state, v, net):
-    """J^T J v (J^T H J v for softmax) in one pass over X. With X in
-    float32 the two products per block run in float32 (the sums across
-    blocks stay float64): relative error about 1e-7."""
+def _gn_product(X, state, v, net, workers=SERIAL):
+    """J^T J v (J^T H J v for softmax) in one pass over X, the chunks of
+    rows summed in order. With X in float32 the two products per block run
+    in float32 (the sums across blocks stay float64): relative error about
+    1e-7."""
     VA, vb1, VA2, vb2 = net.unpack(v)
-    outA, outb1 = np.zeros((net.d, net.k)), np.zeros(net.k)
-    outA2, outb2 = np.zeros((net.k, net.m)), np.zeros(net.m)
-    args = (np.ascontiguousarray(VA, dtype=X.dtype), vb1, np.ascontiguousarray(VA2), vb2, outA, outb1, outA2, outb2,
-            gn_block(net.d))
-    if state.P is None:
-        gn_product_acc(X, state.D, state.S, np.ascontiguousarray(state.A2), *args)
-    else:
-        gn_softmax_product_acc(X, state.D, state.S, np.ascontiguousarray(state.A2), state.P, *args)
-    return net.pack(outA, outb1, outA2, outb2)
+    VA, VA2, A2 = np.ascontiguousarray(VA, dtype=X.dtype), np.ascontiguousarray(VA2), np.ascontiguousarray(state.A2)
+    block = gn_block(net.d)
+
+    def product(start, stop):
+        out = (np.zeros((net.d, net.k)), np.zeros(net.k), np.zeros((net.k, net.m)), np.zeros(net.m))
+        rows = slice(start, stop)
+        if state.P is None:
+            gn_product_acc(X[rows], state.D[rows], state.S[rows], A2, VA, vb1, VA2, vb2, *out, block)
+        else:
+            gn_softmax_product_acc(X[rows], state.D[rows], state.S[rows], A2, state.P[rows], VA, vb1, VA2, vb2,
+                                   *out, block)
+        return out
+
+    return net.pack(*workers.sum_rows(product, X.shape[0]))
 
 
-def _dot(X, M):
-    """X M in X's precision (a float32 X is not copied to float64), as float64."""
-    return np.asarray(X @ M.astype(X.dtype, copy=False), dtype=np.float64)
-
-
-def _gradient(X, state, net):
+def _gradient(X, state, net, workers=SERIAL):
     """J^T r (not divided by n), one pass over X: the data loss's gradient
-    times n, r = F - Y or P - Y."""
+    times n, r = F - Y or P - Y; X^T W in X's precision (a float32 X is not
+    copied to float64), the chunks of rows summed in float64, in order."""
     W = (state.R @ state.A2.T) * state.D
-    return net.pack(_dot(X.T, W), W.sum(axis=0), state.S.T @ state.R, state.R.sum(axis=0))
+    Wx = W.astype(X.dtype, copy=False)
+    XtW = workers.sum_rows(lambda start, stop: (X[start:stop].T @ Wx[start:stop]).astype(np.float64), X.shape[0])
+    return net.pack(XtW, W.sum(axis=0), state.S.T @ state.R, state.R.sum(axis=0))
 
 
-def _objective_gradient(X, state, net, alpha):
+def _objective_gradient(X, state, net, alpha, workers=SERIAL):
     """The penalised loss's gradient: (J^T r + alpha theta_weights) / n."""
-    g = _gradient(X, state, net)
+    g = _gradient(X, state, net, workers)
     if alpha:
         g += alpha * net.weights * state.theta
     return g / X.shape[0]
@@ -469,7 +481,7 @@ COARSE_LOSS = 1e-8
 
 def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_iter=50, tol=1e-12, max_cg=50,
            cg_tol=0.1, n_precondition=None, refresh_cg=None, project=None, preconditioner="auto", block=None,
-           max_step=1.0, stall=None, rng, callback=None, X32=None):
+           max_step=1.0, stall=None, rng, callback=None, X32=None, workers=SERIAL):
     """Minimise data_loss + alpha / (2 n) (|A1|^2 + |A2|^2) from the given
     network (the biases are not penalised).
 
@@ -506,7 +518,9 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
     ``callback(A1, b1, A2, b2, loss)``, if given, is called after every
     accepted step with the penalised objective; returning True stops there.
     ``X32``: X in float32, if the caller has it, for the CG products (else
-    refine copies X when it is large: MIXED_PRECISION_MIN).
+    refine copies X when it is large: MIXED_PRECISION_MIN). ``workers``
+    (``fastten._workers.Workers``): the threads that share each pass over
+    X, by fixed chunks of rows (the same result on any number).
     ``losses`` and every test below are on the penalised objective too.
     Converged means the relative
     decrease of a step fell below ``tol``, the loss reached LOSS_FLOOR of the
@@ -537,10 +551,10 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
     rtol_min = 1e-4 if mixed else 0.0
     variance = max(np.sum(np.var(Y, axis=0)), np.finfo(float).tiny)
     floor, coarse = LOSS_FLOOR * 0.5 * variance, (COARSE_LOSS * 0.5 * variance if mixed else 0.0)
-    state = _State(X_cg, Y, gauge(net.pack(A1, b1, A2, b2)), net, activation, loss, alpha)
+    state = _State(X_cg, Y, gauge(net.pack(A1, b1, A2, b2)), net, activation, loss, alpha, workers)
     passes = 1
     if X_cg is not X and state.loss <= coarse:
-        state, passes = _State(X, Y, state.theta, net, activation, loss, alpha), 2
+        state, passes = _State(X, Y, state.theta, net, activation, loss, alpha, workers), 2
     losses, mu, n_cg, it = [state.loss], 1e-3, 0, 0
     converged = state.loss <= floor
     gram, built_at, g, g0, used, n_gram = None, None, None, None, 0, 0
@@ -581,7 +595,7 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
         it += 1
         X_now = X_cg if state.loss > coarse else X
         if g is None:
-            g = _objective_gradient(X_now, state, net, alpha)
+            g = _objective_gradient(X_now, state, net, alpha, workers)
             passes += 1
         if gram is None or (used > refresh_cg and built_at is not state):
             gram, built_at = preconditioner(X, state, rows, net, ridge), state
@@ -589,7 +603,7 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
         diag, precondition = gram.diag, gram.damp(mu)
 
         def hvp(v):
-            out = _gn_product(X_cg, state, v, net) / n + mu * diag * v
+            out = _gn_product(X_cg, state, v, net, workers) / n + mu * diag * v
             return out + ridge * weights * v if alpha else out
 
         # Inexact Newton (Eisenstat and Walker 1996): solve loosely while
@@ -608,7 +622,7 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
         if over > 1:
             rho = -1.0  # outside the trust region: a failed step, without a pass
         else:
-            trial = _State(X_now, Y, gauge(state.theta + delta), net, activation, loss, alpha)
+            trial = _State(X_now, Y, gauge(state.theta + delta), net, activation, loss, alpha, workers)
             passes += 1
             rho = (state.loss - trial.loss) / predicted if predicted > 0 else -1.0
         if rho > 0:
@@ -617,7 +631,7 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
             decrease = state.loss - trial.loss
             state, g = trial, None
             if X_now is not X and state.loss <= coarse:  # from here on in float64
-                state = _State(X, Y, state.theta, net, activation, loss, alpha)
+                state = _State(X, Y, state.theta, net, activation, loss, alpha, workers)
                 passes += 1
             losses.append(state.loss)
             # Nielsen (1999) with a floor of 1/10 (his 1/3 took 11 steps

@@ -21,6 +21,7 @@ from ._subspace import linear_residual
 from .activations import derivative
 from .decomposition import ZeroTensorError, decompose
 from .operators import DataMoment
+from ._workers import SERIAL
 
 __all__ = ["network_loss", "output_loss", "ridge_output", "refine_network", "residual_direction", "gathered_rows"]
 
@@ -167,7 +168,7 @@ def restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, skip, rng, full=None):
 
 
 def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge, rng, on_step, stopped,
-                   rounds, stages, *, alpha=0.0, loss="squared", report=None, X32=None):
+                   rounds, stages, *, alpha=0.0, loss="squared", report=None, X32=None, workers=SERIAL):
     """Levenberg-Marquardt rounds on a subsample of rows, then on all rows.
 
     ``alpha`` and ``loss`` as in ``_refine.refine``. Restarts between rounds
@@ -179,6 +180,7 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
     is called with each record as it is appended (kind "round" or "stage")
     and the rows it used. ``X32``: Xs in float32 if the caller has it (the
     copy ``_refine.refine`` would otherwise make for its CG products).
+    ``workers``: the threads of the refinement's passes (``_refine.refine``).
     Returns the best network found.
     """
     n, d = Xs.shape
@@ -214,7 +216,7 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
         for round_ in range(stage_rounds):
             res = _refine.refine(Xr, Yr, A1, b1, A2, b2, activation, max_iter=max_iter, tol=tol, rng=rng,
                                  stall=None if last_stage else STALL, callback=on_step, alpha=alpha, loss=loss,
-                                 X32=X32r)
+                                 X32=X32r, workers=workers)
             objective = res.losses[-1]
             if loss != "squared":
                 mse = None

@@ -19,12 +19,14 @@ check_block``: width, dtype and finiteness, naming the block). Sources:
 fit's standardisation and control variate, row by row).
 """
 
+import copy
 import logging
 import mmap
 
 import numpy as np
 
 from .accumulate import Pass, check_block
+from ._workers import chunks
 
 logger = logging.getLogger("fastten")
 
@@ -35,15 +37,20 @@ BLOCK_ROWS = 32 * 2048
 
 
 class ArraySource:
-    """Checked arrays X (n, d) and Y (n, ...) or None."""
+    """Checked arrays X (n, d) and Y (n, ...) or None. With ``workers`` (a
+    ``fastten._workers.Workers``) the blocks are the workers' chunks of the
+    rows (``chunks(n, block_rows)``), read side by side (``run_pass``)."""
 
-    def __init__(self, X, Y=None, block_rows=BLOCK_ROWS):
-        self.X, self.Y, self.block_rows = X, Y, block_rows
+    def __init__(self, X, Y=None, block_rows=BLOCK_ROWS, workers=None):
+        self.X, self.Y, self.block_rows, self.workers = X, Y, block_rows, workers
         self.n, self.width, self.dtype = X.shape[0], X.shape[1], X.dtype
 
     def blocks(self):
-        for i in range(0, self.n, self.block_rows):
-            j = min(self.n, i + self.block_rows)
+        if self.workers is None:
+            bounds = ((i, min(self.n, i + self.block_rows)) for i in range(0, self.n, self.block_rows))
+        else:
+            bounds = chunks(self.n, self.block_rows)
+        for i, j in bounds:
             yield self.X[i:j], None if self.Y is None else self.Y[i:j]
 
 
@@ -75,16 +82,18 @@ class _Checked:
 
 
 class MemmapSource(_Checked):
-    """A memory-mapped (n, d) array read in blocks; Y in memory or None."""
+    """A memory-mapped (n, d) array read in blocks; Y in memory or None.
+    Each block is a copy, so ``workers`` may work on it while the next is
+    read."""
 
     name = "X"
 
-    def __init__(self, X, Y=None, block_rows=BLOCK_ROWS):
+    def __init__(self, X, Y=None, block_rows=BLOCK_ROWS, workers=None):
         if X.ndim != 2:
             raise ValueError(f"X: expected a 2-D memory-mapped array (n_samples, n_features), got shape {X.shape}")
         if Y is not None and np.shape(Y)[0] != X.shape[0]:
             raise ValueError(f"y: expected {X.shape[0]} labels (one per row of X), got {np.shape(Y)[0]}")
-        self.X, self.Y, self.block_rows = X, Y, block_rows
+        self.X, self.Y, self.block_rows, self.workers = X, Y, block_rows, workers
         self._mm = _find_mmap(X)
 
     def blocks(self):
@@ -131,9 +140,12 @@ def _find_mmap(X):
 
 
 class ChunkSource(_Checked):
-    """``chunks()`` returns an iterator of (X_block, y_block) pairs."""
+    """``chunks()`` returns an iterator of (X_block, y_block) pairs. Read in
+    the caller's thread only: an iterator may hand out one buffer refilled
+    for every chunk."""
 
     name = "X"
+    workers = None
 
     def __init__(self, chunks):
         self.chunks = chunks
@@ -161,6 +173,18 @@ class Mapped:
     @property
     def n(self):
         return self.source.n
+
+    @property
+    def workers(self):
+        return getattr(self.source, "workers", None)
+
+    def deferred(self):
+        """(the unmapped source, the map): workers apply the map, each to
+        its block."""
+        base, fn = self.source, None
+        if isinstance(base, Mapped):
+            base, fn = base.deferred()
+        return base, self.fn if fn is None else _Then(fn, self.fn)
 
     @property
     def distributed(self):
@@ -198,12 +222,41 @@ def run_pass(source, *accumulators, counter=None, stage="pass"):
     the source), or over a distributed source a tree reduction of
     accumulators over its chunks. Returns the accumulator, or a tuple of
     them, as ``Pass.run``."""
-    if not getattr(source, "distributed", False):
+    if getattr(source, "distributed", False):
+        out = source.reduce(accumulators)
+    elif getattr(source, "workers", None) is not None and not any(acc.n for acc in accumulators):
+        out = _pass_by_block(source, accumulators)
+    else:
         return Pass(counter, stage).run(source.blocks(), *accumulators, check=False)
-    out = source.reduce(accumulators)
     if counter is not None:
         counter.count(stage)
     return out if len(out) != 1 else out[0]
+
+
+def _pass_by_block(source, accumulators):
+    """A pass on ``source.workers``: each block feeds fresh copies of the
+    accumulators in a worker thread (after the source's row map, if any),
+    and the copies are merged into ``accumulators`` in block order, on any
+    number of threads alike."""
+    base, fn = source.deferred() if isinstance(source, Mapped) else (source, None)
+
+    def feed(X, Y):
+        if fn is not None:
+            X, Y = fn(X, Y)
+        # The configurations are shared, read-only (an Activation compares by identity).
+        shared = {id(value): value for acc in accumulators for value in (getattr(acc, name) for name in acc._config())}
+        fresh = copy.deepcopy(accumulators, shared)
+        if X.shape[0]:
+            Pass().run([(X, Y)], *fresh, check=False)
+        return fresh
+
+    parts = source.workers.map(feed, base.blocks())
+    if not sum(part[0].n for part in parts):
+        raise ValueError("blocks: expected at least one row, got an empty stream of blocks")
+    for part in parts:
+        for acc, other in zip(accumulators, part):
+            acc.merge(other)
+    return accumulators
 
 
 def each_block(source, per_block):

@@ -121,7 +121,7 @@ def _cmd_fit(args, out):
                 refine=args.refine, alpha=args.alpha, early_stopping=args.early_stopping,
                 validation_fraction=args.validation_fraction, n_iter_no_change=args.n_iter_no_change,
                 ridge=args.ridge, max_iter=args.max_iter, n_rounds=args.n_rounds, random_state=args.random_state,
-                blas_threads=args.blas_threads, verbose=min(args.verbose, 2))
+                n_threads=args.threads, blas_threads=args.blas_threads, verbose=min(args.verbose, 2))
     seconds = time.perf_counter() - start
     model.save(args.output)
     for line in _fit_summary(model, table, seconds, args.output):
@@ -341,6 +341,9 @@ def _parser():
     options.add_argument("--n-rounds", type=int, default=6)
     options.add_argument("--random-state", type=int, default=None, metavar="SEED",
                          help="seed of every random choice (default: fresh entropy)")
+    options.add_argument("--threads", type=_threads, default=None, metavar="N",
+                         help="threads sharing each pass over the rows (default: every core; the result "
+                              "does not depend on it)")
     options.add_argument("--blas-threads", type=_threads, default=1, metavar="N",
                          help="BLAS threads during the fit, or 'none' to leave BLAS alone (default: 1)")
     p.set_defaults(run=_cmd_fit)

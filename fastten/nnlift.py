@@ -49,6 +49,7 @@ from ._random import check_random_state
 from ._rounds import gathered_rows, network_loss, output_loss, refine_network, residual_direction
 from ._dask import DaskSource, is_dask_array
 from ._sources import BLOCK_ROWS, ArraySource, ChunkSource, Mapped, MemmapSource, gather, run_pass
+from ._workers import Workers, default_threads
 from .accumulate import Covariance, OutputLayer, PassCounter
 from ._validation import check_int, check_samples, check_targets
 from .activations import derivative, get_activation
@@ -123,7 +124,8 @@ def _plain(value):
 def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model="gaussian", init="tensor",
         method="auto", bias_method="moments", control_variate="linear", cross_fit=False, refine=True, alpha=0.0,
         early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, ridge=1e-8, max_iter=50, n_rounds=6,
-        random_state=None, callback=None, blas_threads=1, block_rows=BLOCK_ROWS, one_pass=False, verbose=0):
+        random_state=None, callback=None, n_threads=None, blas_threads=1, block_rows=BLOCK_ROWS, one_pass=False,
+        verbose=0):
     """Fit f(x) = a2^T sigma(A1^T x + b1) + b2 to (X, y) by the method of moments.
 
     NN-LIFT's tensor stage starts the network, a Levenberg-Marquardt
@@ -249,6 +251,13 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
         current stage, a subsample at first; for least squares without
         penalty also ``"training_mse"``, the mean squared error in the
         caller's units). Returning True stops the refinement.
+    n_threads : int or None, default None
+        Threads that share each pass over the rows (standardisation, the
+        tensor stage's moments, the refinement's products), each on its
+        own fixed chunks of rows; None: every core this process may use.
+        The chunks' sums are added in the same order whatever the number,
+        so the result does not depend on it (bit for bit). Chunks of a
+        callable stream are read and used in the calling thread.
     blas_threads : int or None, default 1
         The fit runs thousands of small matrix products, which BLAS threads
         slow down: at d=50, k=10, n=1e5 the fit took 1.9 s with one
@@ -337,10 +346,12 @@ def fit(X, y, n_hidden, *, activation="sigmoid", task="regression", input_model=
                              refine, alpha, early_stopping, validation_fraction, n_iter_no_change, ridge, max_iter,
                              n_rounds, callback, blas_threads, one_pass)
     check_int(block_rows, "block_rows", 1)
+    threads = default_threads() if n_threads is None else check_int(n_threads, "n_threads", 1, 1024)
     verbose = check_verbose(verbose)
     # threadpoolctl takes Python ints only
-    with _blas_limit(None if blas_threads is None else int(blas_threads)), Progress(verbose) as progress:
-        return _fit(X, y, n_hidden, options, random_state, block_rows, progress)
+    with _blas_limit(None if blas_threads is None else int(blas_threads)), Progress(verbose) as progress, \
+            Workers(threads) as workers:
+        return _fit(X, y, n_hidden, options, random_state, block_rows, progress, workers)
 
 
 @dataclass(frozen=True)
@@ -651,12 +662,14 @@ def _streamed_control_record(opts, stats, w, theta_hat, y_scale, standard):
     return record
 
 
-def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
+def _fit(X, y, n_hidden, opts, random_state, block_rows, progress, workers):
     start = time.perf_counter()
     if opts.one_pass and is_dask_array(X):
         raise ValueError("one_pass: True reads a stream once, in order; X is a dask array, which every pass can "
                          "read again (and in parallel): use one_pass=False")
     source, single = _open_source(X, y, block_rows)
+    if isinstance(source, MemmapSource):
+        source.workers = workers
     counter = data_counter = PassCounter()
     if source is None:
         X = _features(X)
@@ -687,7 +700,7 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
             train, held = _split(Y, opts.validation_fraction, opts.task, rng)
             validation = (X[held], Y[held])
             X, Y = X[train], Y[train]
-        raw = ArraySource(X, Y, block_rows)
+        raw = ArraySource(X, Y, block_rows, workers)
     else:
         raw = source
 
@@ -778,6 +791,9 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
     if source is None:
         if standard:
             Xs = X
+        elif opts.gaussian:
+            Xs = workers.fill(np.empty((X.shape[0], r)), lambda start, stop: inputs.transform(X[start:stop]))
+            counter.count("standardise")
         else:
             Z = inputs.standardise(X)
             Xs = inputs.whiten(Z)
@@ -788,18 +804,18 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
         Ys = (Y / c - y_mean / c) / (y_scale / c)
         r_t = residual(Xs, Ys)
         counter.count("tensor")
-        rows = ArraySource(Xs, Ys, block_rows)
+        rows = ArraySource(Xs, Ys, block_rows, workers)
         op = None
         if opts.gaussian:
             Z = None  # the product densities' coordinates only: free it
             X_t, r_t32 = moment_rows(Xs, r_t)
             X32 = X_t if X_t.dtype == np.float32 else None
-            op = DataMoment.from_source(ArraySource(X_t, r_t32, block_rows), r, counter, y=r_t32)
+            op = DataMoment.from_source(ArraySource(X_t, r_t32, block_rows, workers), r, counter, y=r_t32)
     elif sketch is not None:
         # The stages after the tensor stage run on the sample, standardised
         # as the full data; passes over it are not passes over the data.
         Xs, Ys = standardised(*sketch.sample)
-        rows = ArraySource(Xs, Ys, block_rows)
+        rows = ArraySource(Xs, Ys, block_rows, workers)
         op = sketch.operator
         counter = PassCounter()
         sizes = sketch.record
@@ -942,7 +958,7 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
         progress.begin_refinement()
         A1, b1, A2, b2 = refine_network(Xs, Ys, A1, b1, A2, b2, activation, opts.max_iter, opts.n_rounds,
                                         opts.ridge, rng, hook, lambda: stopped, rounds, stages, alpha=opts.alpha,
-                                        loss=opts.loss, report=progress.record, X32=X32)
+                                        loss=opts.loss, report=progress.record, X32=X32, workers=workers)
         if stopper is not None and stopper.best is not None:
             A1, b1, A2, b2 = stopper.best
         # In passes over all n rows: a pass over the subsample counts rows / n.
@@ -993,7 +1009,7 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress):
     unit = A1 / np.linalg.norm(A1, axis=0)
     if sketch is not None:  # the final moments of the sample (the sketch has the pilot's range only)
         r_s = residual(Xs, Ys)
-        op = DataMoment.from_source(ArraySource(Xs, r_s, block_rows), r, counter, y=r_s)
+        op = DataMoment.from_source(ArraySource(Xs, r_s, block_rows, workers), r, counter, y=r_s)
     op.stage = "residual_check"
     z_final = third_moment_z(op, unit if opts.gaussian else inputs.L @ unit)
     unseen = np.flatnonzero(np.abs(z_final) < VISIBLE_Z).tolist()

@@ -42,8 +42,8 @@ class _NNLiftBase(BaseEstimator):
     def __init__(self, n_hidden=10, *, activation="sigmoid", input_model="gaussian", init="tensor", method="auto",
                  bias_method="moments", control_variate="linear", cross_fit=False, refine=True, alpha=0.0,
                  early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, ridge=1e-8, max_iter=50, n_rounds=6, random_state=None, blas_threads=1,
-                 verbose=0):
+                 n_iter_no_change=10, ridge=1e-8, max_iter=50, n_rounds=6, random_state=None, n_threads=None,
+                 blas_threads=1, verbose=0):
         self.n_hidden = n_hidden
         self.activation = activation
         self.input_model = input_model
@@ -61,6 +61,7 @@ class _NNLiftBase(BaseEstimator):
         self.max_iter = max_iter
         self.n_rounds = n_rounds
         self.random_state = random_state
+        self.n_threads = n_threads
         self.blas_threads = blas_threads
         self.verbose = verbose
 
@@ -138,6 +139,10 @@ numpy.random.RandomState, default None
         Drives every random choice of the fit. A RandomState (scikit-learn's
         legacy convention) is turned into a Generator seeded by one draw
         from it.
+    n_threads : int or None, default None
+        As in ``fastten.fit``: threads sharing each pass over the rows
+        (None: every core the process may use); the result does not
+        depend on it.
     blas_threads : int or None, default 1
         As in ``fastten.fit``.
     verbose : int >= 0 or bool, default 0
@@ -257,6 +262,8 @@ default "auto"
         As in ``NNLiftRegressor``.
     random_state : None, int, numpy.random.Generator or \
 numpy.random.RandomState, default None
+        As in ``NNLiftRegressor``.
+    n_threads : int or None, default None
         As in ``NNLiftRegressor``.
     blas_threads : int or None, default 1
         As in ``NNLiftRegressor``.

@@ -43,7 +43,7 @@ OWN_WARNINGS = (fastten.IdentifiabilityWarning, fastten.ConvergenceWarning, fast
 
 FIT_OPTIONS = ("activation", "task", "input_model", "init", "method", "bias_method", "refine", "alpha",
                "early_stopping", "validation_fraction", "n_iter_no_change", "ridge", "max_iter", "n_rounds",
-               "random_state", "callback", "blas_threads")
+               "random_state", "callback", "blas_threads", "n_threads")
 DECOMPOSE_OPTIONS = ("method", "second_moment", "n_restarts", "n_iter", "tol", "oversample", "n_subspace_rounds",
                      "n_polish", "subspace", "sketch_size", "n_sketches", "random_state")
 
@@ -157,6 +157,7 @@ FIT_VALID = {
     "random_state": st.one_of(st.none(), st.integers(0, 2 ** 32), st.builds(np.random.default_rng)),
     "callback": st.sampled_from([None, lambda net, info: False, lambda net, info: True]),
     "blas_threads": st.sampled_from([None, 1, 2]),
+    "n_threads": st.sampled_from([None, 1, 3]),
 }
 
 
