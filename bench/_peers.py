@@ -122,10 +122,11 @@ def _numpy_activation(name, t):
 # fastten
 # ----------------------------------------------------------------------------
 
-def run_fastten(problem, budget, seed, variant="full"):
+def run_fastten(problem, budget, seed, variant="full", threads=None):
     """fastten.fit: variant "full" (default init, refined), "no-refine"
     (tensor stage and output layer only) or "random" (refinement from a
-    random start). The callback stops the refinement at the budget."""
+    random start), on ``threads`` threads (its n_threads; None: its
+    default, every core). The callback stops the refinement at the budget."""
     from fastten import fit
 
     clock = Clock(problem, budget)
@@ -137,7 +138,7 @@ def run_fastten(problem, budget, seed, variant="full"):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = fit(problem.X, problem.y, problem.n_hidden, activation=problem.activation, random_state=seed,
-                    callback=callback, **kwargs)
+                    callback=callback, n_threads=threads, **kwargs)
     seconds = clock.elapsed()
     final = problem.relative_error(model.predict(problem.X_test))
     diag = model.diagnostics

@@ -55,12 +55,12 @@ def add_parser(subparsers):
     return p
 
 
-def measure_size(n, d, seed, budget):
-    """fit(refine=False) and fit() on one planted problem."""
+def measure_size(n, d, seed, budget, threads=None):
+    """fit(refine=False) and fit() on one planted problem, on ``threads`` threads."""
     problem = make_problem(f"n{n}d{d}", Scenario(n, d, K), seed)
-    tensor = P.run_fastten(problem, math.inf, seed, "no-refine")
+    tensor = P.run_fastten(problem, math.inf, seed, "no-refine", threads)
     with T.PeakRSS(interval=0.01) as mem:
-        full = P.run_fastten(problem, budget, seed, "full")
+        full = P.run_fastten(problem, budget, seed, "full", threads)
     its = full.extra.get("refinement_iterations") or 0
     refine_s = (full.extra.get("times") or {}).get("refine")
     return {"bench": "scaling", "n": n, "d": d, "k": K, "seed": seed, "budget_s": budget,
@@ -78,16 +78,16 @@ def _median(records, key):
     return statistics.median(values) if values else None
 
 
-def sweep(points, seeds, budget, label):
+def sweep(points, seeds, budget, label, threads=None):
     """Records and per-size medians for a list of (n, d)."""
     records, rows = [], []
     warmed = set()
     for n, d in points:
         if d not in warmed:  # compile for this shape outside the timings
             n_small = max(2000, 2 * (d * K + 2 * K + 1))
-            P.run_fastten(make_problem("warm-up", Scenario(n_small, d, K), 10_000, n_small), 5.0, 0)
+            P.run_fastten(make_problem("warm-up", Scenario(n_small, d, K), 10_000, n_small), 5.0, 0, "full", threads)
             warmed.add(d)
-        runs = [measure_size(n, d, seed, budget) for seed in range(seeds)]
+        runs = [measure_size(n, d, seed, budget, threads) for seed in range(seeds)]
         records += [dict(r, sweep=label) for r in runs]
         med = {key: _median(runs, key) for key in ("tensor_s", "fit_s", "s_per_lm_iteration", "tensor_worst_cos",
                                                    "fit_worst_cos", "fit_error", "tensor_error", "peak_extra_mb",
@@ -154,8 +154,8 @@ def run(args):
     print("\n".join(lines), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     with limit_threads(threads):
-        rec_n, rows_n = sweep([(n, D_FOR_N) for n in n_values], seeds, budget, "n")
-        rec_d, rows_d = sweep([(N_FOR_D, d) for d in d_values], seeds, budget, "d")
+        rec_n, rows_n = sweep([(n, D_FOR_N) for n in n_values], seeds, budget, "n", threads)
+        rec_d, rows_d = sweep([(N_FOR_D, d) for d in d_values], seeds, budget, "d", threads)
     fit_n, fit_d = slopes(rows_n, "n"), slopes(rows_d, "d")
     # Fixed costs flatten the curve at small n: the slope over the three
     # largest sizes is the one that tells how the time grows from here on.

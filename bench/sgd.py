@@ -207,11 +207,12 @@ def make_problem(name, scenario, seed, n=None):
     return P.Problem(name, seed, net.X, net.y, net.X_test, net.f_test, net.A1, scenario.activation)
 
 
-def runner(method, config=None):
-    """A function (problem, budget, seed) -> Run for one method and configuration."""
+def runner(method, config=None, threads=None):
+    """A function (problem, budget, seed) -> Run for one method and configuration
+    (fastten on ``threads`` threads: its n_threads)."""
     if method.startswith("fastten"):
         variant = {"fastten": "full", "fastten-no-refine": "no-refine", "fastten-random": "random"}[method]
-        return lambda pb, budget, seed: P.run_fastten(pb, budget, seed, variant)
+        return lambda pb, budget, seed: P.run_fastten(pb, budget, seed, variant, threads)
     if method == "torch-lbfgs":
         history, dtype = config
         return lambda pb, budget, seed: P.run_torch_lbfgs(pb, budget, seed, history, dtype)
@@ -235,10 +236,10 @@ def passes_to(curve, threshold):
     return next((point[2] if len(point) > 2 else None for point in curve if point[1] <= threshold), None)
 
 
-def measured(method, config, problem, budget, seed):
+def measured(method, config, problem, budget, seed, threads=None):
     """One run inside PeakRSS, as a JSON-ready record."""
     with T.PeakRSS(interval=0.01) as mem:
-        result = runner(method, config)(problem, budget, seed)
+        result = runner(method, config, threads)(problem, budget, seed)
     # A diverged run (a learning rate too large: NaN weights) ranks last.
     final = result.final_error if math.isfinite(result.final_error) else math.inf
     times = {f"{thr:g}": time_to(result.curve, thr) for thr in THRESHOLDS}
@@ -292,7 +293,7 @@ def runnable_configs(method, grid, scenario, budget):
     return kept, notes
 
 
-def warm_up(methods, scenario, grid):
+def warm_up(methods, scenario, grid, threads=None):
     """Run every method once (its first configuration) on a small problem of
     the scenario's shape.
 
@@ -304,7 +305,7 @@ def warm_up(methods, scenario, grid):
     for method in methods:
         t0 = time.perf_counter()
         try:
-            runner(method, configs(method, grid)[0])(problem, 0.5, 0)
+            runner(method, configs(method, grid)[0], threads)(problem, 0.5, 0)
         except P.MissingPeer as exc:
             missing[method] = str(exc)
             continue
@@ -586,12 +587,12 @@ def _plot_runs(runs, grid_methods):
     return keep
 
 
-def run_scenario(name, scenario, methods, seeds, budget, grid, out):
+def run_scenario(name, scenario, methods, seeds, budget, grid, out, threads=None):
     from . import _plots
 
     lines = [f"## {name}: {scenario.describe()}", ""]
     print(f"\n## {name}: {scenario.describe()}", flush=True)
-    warmups, missing = warm_up(methods, scenario, grid)
+    warmups, missing = warm_up(methods, scenario, grid, threads)
     for method, reason in missing.items():
         print(f"- {method} skipped: {reason}", flush=True)
         lines.append(f"- {method} skipped: {reason}")
@@ -608,7 +609,7 @@ def run_scenario(name, scenario, methods, seeds, budget, grid, out):
         problem = make_problem(name, scenario, seed)
         for method in methods:
             for config in plan[method]:
-                record = measured(method, config, problem, budget, problem.seed)
+                record = measured(method, config, problem, budget, problem.seed, threads)
                 runs.append(dict(record, scenario=name))
                 print(f"  seed {problem.seed} {method:17s} {record['config']:22s} final {record['final_error']:.2e} "
                       f"in {record['seconds']:.1f} s, {_passes_text(record['passes'])} passes", flush=True)
@@ -669,8 +670,8 @@ def run(args):
         f"Python {machine['python']}, numpy {machine['numpy']}, numba {machine['numba']}{_peer_versions()}",
         f"- fastten: {fastten_source()}",
         f"- threads: {threads} for every method ({'--threads' if args.threads else 'PyTorch default'}; "
-        "threadpoolctl for BLAS/OpenMP, numba.set_num_threads, torch.set_num_threads); fastten's fit keeps its "
-        "default blas_threads=1 inside that limit",
+        "threadpoolctl for BLAS/OpenMP, numba.set_num_threads, torch.set_num_threads, fastten's n_threads); "
+        "fastten's fit keeps its default blas_threads=1 inside that limit",
         f"- error: mean((f_hat(x) - f(x))^2) / Var(f(x)) over {N_TEST:,} test points, f the noise-free planted "
         "network; evaluation time is subtracted from each method's clock",
         f"- peers' grids ({grid_name}): {_grid_text(grid)}; every configuration runs on every seed with the full "
@@ -696,7 +697,7 @@ def run(args):
     records, lines = [], header[:]
     with limit_threads(threads):
         for name in scenarios:
-            recs, text = run_scenario(name, SCENARIOS[name], list(args.methods), seeds, budget, grid, args.out)
+            recs, text = run_scenario(name, SCENARIOS[name], list(args.methods), seeds, budget, grid, args.out, threads)
             records += recs
             lines += [""] + text
     steal1 = T.cpu_steal_s()

@@ -71,7 +71,7 @@ def test_report_says_plainly_when_a_peer_wins():
 def test_a_diverged_configuration_ranks_last_instead_of_crashing(monkeypatch):
     # SGD at lr=1 in the --full grid diverged to NaN weights, and matching
     # NaN columns to the planted ones raised inside scipy: --full crashed.
-    def fake_runner(method, config):
+    def fake_runner(method, config, threads=None):
         lr = config[0]
 
         def run(problem, budget, seed):
@@ -166,7 +166,7 @@ def test_the_pytorch_row_takes_the_best_of_all_optimizers_per_seed_and_fastten_i
 
 
 def test_fastten_passes_are_its_total_an_upper_bound(monkeypatch):
-    def fake_runner(method, config):
+    def fake_runner(method, config, threads=None):
         return lambda problem, budget, seed: _peers.Run(
             curve=[(0.1, 0.5, None), (0.2, 1e-5, None), (0.3, 1e-5, 42.0)], final_error=1e-5, seconds=0.3,
             A1=problem.A1, passes=42.0, passes_per_point=False)

@@ -385,6 +385,7 @@ def test_fit_bad_data_one_line(bad, capsys, argv, fragments):
     ("csv", ["--max-iter", "-3"], ["max_iter", "got -3"]),
     ("csv", ["--n-rounds", "0"], ["n_rounds"]),
     ("csv", ["--blas-threads", "0"], ["blas_threads"]),
+    ("csv", ["--threads", "0"], ["n_threads"]),
     ("X.npy", ["--labels", "SHORT"], ["--labels", f"expected {N} labels", "got 5"]),
     ("csv", ["--labels", "SHORT"], ["both"]),
 ])
@@ -622,7 +623,7 @@ VALUES = st.sampled_from(["0", "1", "2", "-1", "0.5", "1e300", "nan", "-inf", "x
 OPTIONS = {
     "fit": ["--label-column", "--labels", "--x-key", "--y-key", "--activation", "--task", "--input-model", "--init",
             "--method", "--bias-method", "--alpha", "--validation-fraction", "--n-iter-no-change", "--ridge",
-            "--max-iter", "--n-rounds", "--random-state", "--blas-threads", "--delimiter", "-k"],
+            "--max-iter", "--n-rounds", "--random-state", "--blas-threads", "--threads", "--delimiter", "-k"],
     "predict": ["--label-column", "--x-key", "--delimiter", "-o"],
     "info": [],
 }
