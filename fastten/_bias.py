@@ -52,6 +52,7 @@ from scipy.special import betainc, betaincinv, gammaln
 
 from ._random import check_random_state
 from ._validation import check_int, check_labels, check_samples, check_vectors
+from ._workers import SERIAL
 from .activations import ACTIVATIONS, QUADRATURE_NODES, QUADRATURE_WEIGHTS, derivative, get_activation
 
 __all__ = ["UnitEstimates", "FourierBiases", "moment_coefficients", "scales_biases_from_moments",
@@ -392,7 +393,7 @@ def _projected_scores(Z, G):
     return Z, Z * Z - g, Z * (Z * Z - 3.0 * g)
 
 
-def moment_coefficients(X, y, U, *, return_cov=False):
+def moment_coefficients(X, y, U, *, return_cov=False, workers=SERIAL):
     """Coefficients of E[y S_m(x)] (m = 1, 2, 3) in the basis of the columns of U.
 
     Parameters
@@ -406,6 +407,9 @@ def moment_coefficients(X, y, U, *, return_cov=False):
         Directions (need not be orthogonal; linearly independent).
     return_cov : bool
         Also return the per-unit covariance of (c1_j, c2_j, c3_j).
+    workers : fastten._workers.Workers
+        The threads that share the rows (fixed chunks: the same result on
+        any number).
 
     Returns
     -------
@@ -434,25 +438,45 @@ def moment_coefficients(X, y, U, *, return_cov=False):
     n, d = X.shape
     y = check_labels(y, n, np.float64)
     U, _ = check_vectors(U, d, np.float64, "U")
+    k = U.shape[1]
     G = U.T @ U
     y = y - y.mean()
-    Z = X @ U
-    grams = (G, G * G, G * G * G)
     # Per-sample influence (score * y) H^{-1} (H symmetric): one BLAS product
     # per order rather than a solve with n right-hand sides.
-    influence = [(score * y[:, None]) @ np.linalg.inv(H) for H, score in zip(grams, _projected_scores(Z, G))]
-    c1, c2, c3 = (q.mean(axis=0) for q in influence)
+    inverses = [np.linalg.inv(H) for H in (G, G * G, G * G * G)]
+    pairs = [(a, b) for a in range(3) for b in range(a, 3)]
+
+    def chunk(start, stop):
+        """(rows, the influences' mean (3, k), their centred cross-products (6, k)) on rows start:stop."""
+        scores = _projected_scores(X[start:stop] @ U, G)
+        influence = [(score * y[start:stop, None]) @ inverse for inverse, score in zip(inverses, scores)]
+        mean = np.stack([q.mean(axis=0) for q in influence])
+        if not return_cov:
+            return stop - start, mean, None
+        centred = [q - c for q, c in zip(influence, mean)]
+        return stop - start, mean, np.stack([np.einsum("ij,ij->j", centred[a], centred[b]) for a, b in pairs])
+
+    # Chunks combined by Chan et al.'s pairwise update: the same sums as on
+    # all rows at once, up to rounding, in the same order on any number of
+    # threads.
+    rows, mean, scatter = 0, np.zeros((3, k)), np.zeros((len(pairs), k))
+    for count, chunk_mean, chunk_scatter in workers.rows(chunk, n):
+        delta = chunk_mean - mean
+        total = rows + count
+        if return_cov:
+            scatter += chunk_scatter + np.stack([delta[a] * delta[b] for a, b in pairs]) * (rows * count / total)
+        mean += delta * (count / total)
+        rows = total
+    c1, c2, c3 = mean
     if not return_cov:
         return c1, c2, c3
-    centred = [q - c for q, c in zip(influence, (c1, c2, c3))]
-    cov = np.empty((U.shape[1], 3, 3))
-    for a in range(3):
-        for b in range(a, 3):
-            cov[:, a, b] = cov[:, b, a] = np.einsum("ij,ij->j", centred[a], centred[b])
+    cov = np.empty((k, 3, 3))
+    for (a, b), values in zip(pairs, scatter):
+        cov[:, a, b] = cov[:, b, a] = values
     return c1, c2, c3, cov / (n * max(n - 1, 1))
 
 
-def recover_units(X, y, U, activation):
+def recover_units(X, y, U, activation, workers=SERIAL):
     """First layer, biases and output weights from directions and data.
 
     Parameters
@@ -465,6 +489,8 @@ def recover_units(X, y, U, activation):
     activation : str or Activation
         A smooth activation ("sigmoid", "tanh", "softplus", or an Activation
         with pointwise derivatives up to order 4).
+    workers : fastten._workers.Workers
+        As in :func:`moment_coefficients`.
 
     Returns
     -------
@@ -486,7 +512,7 @@ def recover_units(X, y, U, activation):
     if np.any(norms == 0):
         raise ValueError(f"U: expected nonzero columns, got zero column(s) {np.flatnonzero(norms == 0).tolist()}")
     U = U / norms
-    c1, c2, c3, cov = moment_coefficients(X, y, U, return_cov=True)
+    c1, c2, c3, cov = moment_coefficients(X, y, U, return_cov=True, workers=workers)
     fit = scales_biases_from_moments(c1, c2, c3, activation, cov=cov)
     diagnostics = [
         {"identifiable": bool(fit.identifiable[j]), "reason": fit.reasons[j], "residual": float(fit.residual[j]),

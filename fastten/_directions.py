@@ -20,6 +20,7 @@ from . import _bias, _nonorth
 from ._subspace import signal_subspace
 from .activations import derivative
 from .decomposition import decompose
+from ._workers import SERIAL
 
 __all__ = ["Directions", "tensor_directions", "random_directions", "initial_units", "third_moment_z",
            "visible_z", "second_moment_directions", "second_order_z", "VISIBLE_Z"]
@@ -149,7 +150,7 @@ def random_directions(d, k, rng):
     return Directions(U / np.linalg.norm(U, axis=0))
 
 
-def initial_units(Xs, y, directions, activation, bias_method, rng):
+def initial_units(Xs, y, directions, activation, bias_method, rng, workers=SERIAL):
     """(A1, b1, per-unit records, passes): the trusted units' scales, signs and
     biases from the moments of the centred labels y; every other unit keeps
     its unit direction and zero bias."""
@@ -157,7 +158,7 @@ def initial_units(Xs, y, directions, activation, bias_method, rng):
     if not found or bias_method == "zero":
         return U, np.zeros(U.shape[1]), [], 0
     # The trusted and joint directions are the first columns of U.
-    A1, b1, units = scales_and_biases(Xs, y, U, range(found), activation, bias_method, rng)
+    A1, b1, units = scales_and_biases(Xs, y, U, range(found), activation, bias_method, rng, workers)
     return A1, b1, units, 1 + (bias_method == "fourier")
 
 
@@ -215,7 +216,7 @@ def second_order_z(d):
     return 1.5 * np.sqrt(2.0 * d)
 
 
-def scales_and_biases(Xs, y, U, kept, activation, bias_method, rng):
+def scales_and_biases(Xs, y, U, kept, activation, bias_method, rng, workers=SERIAL):
     """Scales, signs and biases of the units in ``kept`` from the moments
     (``_bias.recover_units``), where it finds them identifiable; with
     ``bias_method="fourier"`` the biases then come from the paper's Fourier
@@ -226,20 +227,20 @@ def scales_and_biases(Xs, y, U, kept, activation, bias_method, rng):
     if activation.name == "relu":
         # Closed form in the unit-norm parametrisation (ReLU is positively
         # homogeneous): orientation from sign(c1 c2), bias -c3 / c2.
-        c1, c2, c3 = _bias.moment_coefficients(Xs, y, U[:, list(kept)])
+        c1, c2, c3 = _bias.moment_coefficients(Xs, y, U[:, list(kept)], workers=workers)
         orientation, bias, _ = _bias.relu_units_from_moments(c1, c2, c3)
         A1[:, list(kept)] *= orientation
         b1[list(kept)] = bias
         return A1, b1, [{"unit": j, "identifiable": True, "reason": "relu: orientation and b / |a| only",
                          "used": True} for j in kept]
     try:
-        A1k, b1k, _, records = _bias.recover_units(Xs, y, U[:, list(kept)], activation)
+        A1k, b1k, _, records = _bias.recover_units(Xs, y, U[:, list(kept)], activation, workers)
     except ValueError as exc:
         reason = str(exc)
         if _increasing_convex(activation):
             # c1 = o a2 |s| E[sigma'] and c2 = a2 s^2 E[sigma''] with both
             # expectations positive: the orientation o is sign(c1 c2).
-            c1, c2, _ = _bias.moment_coefficients(Xs, y, U[:, list(kept)])
+            c1, c2, _ = _bias.moment_coefficients(Xs, y, U[:, list(kept)], workers=workers)
             A1[:, list(kept)] *= np.where(c1 * c2 < 0, -1.0, 1.0)
             reason += "; oriented by sign(c1 c2) (an increasing convex activation), unit norm and zero bias"
         return A1, b1, [{"unit": j, "identifiable": False, "reason": reason} for j in kept]

@@ -903,7 +903,7 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress, workers):
                      f"directions, and only the refinement trains them")
     notes += directions.notes
     bias_method = opts.bias_method if opts.gaussian else "zero"
-    A1, b1, units, used = initial_units(Xs, y_t, directions, activation, bias_method, rng)
+    A1, b1, units, used = initial_units(Xs, y_t, directions, activation, bias_method, rng, workers)
     counter.count("tensor", used * fraction)
     lap("tensor")
 

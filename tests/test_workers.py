@@ -120,3 +120,30 @@ def test_fit_refuses_a_bad_thread_count(value, error, message):
     net = make_planted_network(500, 3, 1, random_state=0)
     with pytest.raises(error, match=message):
         fit(net.X, net.y, 1, n_threads=value)
+
+
+def test_moment_coefficients_by_chunks_match_one_block():
+    from fastten import _bias
+
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((40_000, 6))
+    U = np.linalg.qr(rng.standard_normal((6, 3)))[0]
+    y = np.tanh(X @ U).sum(axis=1) + 0.1 * rng.standard_normal(40_000)
+    with Workers(1) as one, Workers(3) as three:
+        a = _bias.moment_coefficients(X, y, U, return_cov=True, workers=one)
+        b = _bias.moment_coefficients(X, y, U, return_cov=True, workers=three)
+    for x, z in zip(a, b):
+        assert np.array_equal(x, z)
+    # Four chunks combined by the pairwise update against the direct
+    # centred sums of all rows (the old one-block path): rounding only.
+    Z = X @ U
+    G = U.T @ U
+    yc = y - y.mean()
+    influence = [(score * yc[:, None]) @ np.linalg.inv(H)
+                 for H, score in zip((G, G * G, G * G * G), _bias._projected_scores(Z, G))]
+    means = [q.mean(axis=0) for q in influence]
+    for got, want in zip(a[:3], means):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    centred = [q - c for q, c in zip(influence, means)]
+    cov = np.einsum("ij,ij->j", centred[0], centred[2]) / (40_000 * 39_999)
+    np.testing.assert_allclose(a[3][:, 0, 2], cov, rtol=1e-10)
