@@ -393,7 +393,7 @@ def _projected_scores(Z, G):
     return Z, Z * Z - g, Z * (Z * Z - 3.0 * g)
 
 
-def moment_coefficients(X, y, U, *, return_cov=False, workers=SERIAL):
+def moment_coefficients(X, y, U, *, return_cov=False, workers=SERIAL, check=True):
     """Coefficients of E[y S_m(x)] (m = 1, 2, 3) in the basis of the columns of U.
 
     Parameters
@@ -410,6 +410,9 @@ def moment_coefficients(X, y, U, *, return_cov=False, workers=SERIAL):
     workers : fastten._workers.Workers
         The threads that share the rows (fixed chunks: the same result on
         any number).
+    check : bool
+        Check X, y and U (False: the caller has; X float64 C-contiguous
+        and finite, y (n,), U (d, k)).
 
     Returns
     -------
@@ -434,11 +437,11 @@ def moment_coefficients(X, y, U, *, return_cov=False, workers=SERIAL):
     rather than isotropically.) In population every consistent solve returns
     the same c_m; they differ only in how noise is weighted.
     """
-    X = np.asarray(check_samples(X), dtype=np.float64)
-    n, d = X.shape
-    y = check_labels(y, n, np.float64)
-    U, _ = check_vectors(U, d, np.float64, "U")
-    k = U.shape[1]
+    if check:
+        X = np.asarray(check_samples(X), dtype=np.float64)
+        y = check_labels(y, X.shape[0], np.float64)
+        U, _ = check_vectors(U, X.shape[1], np.float64, "U")
+    n, k = X.shape[0], U.shape[1]
     G = U.T @ U
     y = y - y.mean()
     # Per-sample influence (score * y) H^{-1} (H symmetric): one BLAS product
@@ -476,7 +479,7 @@ def moment_coefficients(X, y, U, *, return_cov=False, workers=SERIAL):
     return c1, c2, c3, cov / (n * max(n - 1, 1))
 
 
-def recover_units(X, y, U, activation, workers=SERIAL):
+def recover_units(X, y, U, activation, workers=SERIAL, check=True):
     """First layer, biases and output weights from directions and data.
 
     Parameters
@@ -491,6 +494,8 @@ def recover_units(X, y, U, activation, workers=SERIAL):
         with pointwise derivatives up to order 4).
     workers : fastten._workers.Workers
         As in :func:`moment_coefficients`.
+    check : bool
+        Check X and y (False: the caller has, as in :func:`moment_coefficients`).
 
     Returns
     -------
@@ -506,13 +511,15 @@ def recover_units(X, y, U, activation, workers=SERIAL):
     a2 when it flips a unit; b2 is left to the output-layer fit.
     """
     activation = _smooth_activation(activation)
-    X = check_samples(X)
+    if check:
+        X = np.asarray(check_samples(X), dtype=np.float64)
+        y = check_labels(y, X.shape[0], np.float64)
     U, _ = check_vectors(U, X.shape[1], np.float64, "U")
     norms = np.linalg.norm(U, axis=0)
     if np.any(norms == 0):
         raise ValueError(f"U: expected nonzero columns, got zero column(s) {np.flatnonzero(norms == 0).tolist()}")
     U = U / norms
-    c1, c2, c3, cov = moment_coefficients(X, y, U, return_cov=True, workers=workers)
+    c1, c2, c3, cov = moment_coefficients(X, y, U, return_cov=True, workers=workers, check=False)
     fit = scales_biases_from_moments(c1, c2, c3, activation, cov=cov)
     diagnostics = [
         {"identifiable": bool(fit.identifiable[j]), "reason": fit.reasons[j], "residual": float(fit.residual[j]),

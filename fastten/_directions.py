@@ -227,20 +227,20 @@ def scales_and_biases(Xs, y, U, kept, activation, bias_method, rng, workers=SERI
     if activation.name == "relu":
         # Closed form in the unit-norm parametrisation (ReLU is positively
         # homogeneous): orientation from sign(c1 c2), bias -c3 / c2.
-        c1, c2, c3 = _bias.moment_coefficients(Xs, y, U[:, list(kept)], workers=workers)
+        c1, c2, c3 = _bias.moment_coefficients(Xs, y, U[:, list(kept)], workers=workers, check=False)
         orientation, bias, _ = _bias.relu_units_from_moments(c1, c2, c3)
         A1[:, list(kept)] *= orientation
         b1[list(kept)] = bias
         return A1, b1, [{"unit": j, "identifiable": True, "reason": "relu: orientation and b / |a| only",
                          "used": True} for j in kept]
     try:
-        A1k, b1k, _, records = _bias.recover_units(Xs, y, U[:, list(kept)], activation, workers)
+        A1k, b1k, _, records = _bias.recover_units(Xs, y, U[:, list(kept)], activation, workers, check=False)
     except ValueError as exc:
         reason = str(exc)
         if _increasing_convex(activation):
             # c1 = o a2 |s| E[sigma'] and c2 = a2 s^2 E[sigma''] with both
             # expectations positive: the orientation o is sign(c1 c2).
-            c1, c2, _ = _bias.moment_coefficients(Xs, y, U[:, list(kept)], workers=workers)
+            c1, c2, _ = _bias.moment_coefficients(Xs, y, U[:, list(kept)], workers=workers, check=False)
             A1[:, list(kept)] *= np.where(c1 * c2 < 0, -1.0, 1.0)
             reason += "; oriented by sign(c1 c2) (an increasing convex activation), unit norm and zero bias"
         return A1, b1, [{"unit": j, "identifiable": False, "reason": reason} for j in kept]
