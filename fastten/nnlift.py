@@ -802,13 +802,16 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress, workers):
         # the ends of the float64 range neither overflow nor underflow.
         c = stats.y_scale
         Ys = (Y / c - y_mean / c) / (y_scale / c)
-        r_t = residual(Xs, Ys)
+        r_t = workers.fill(np.empty(Xs.shape[0]), lambda start, stop: residual(Xs[start:stop], Ys[start:stop]))
         counter.count("tensor")
         rows = ArraySource(Xs, Ys, block_rows, workers)
         op = None
         if opts.gaussian:
             Z = None  # the product densities' coordinates only: free it
-            X_t, r_t32 = moment_rows(Xs, r_t)
+            X_t, r_t32 = Xs, r_t
+            if TENSOR_FLOAT32:
+                X_t = workers.fill(np.empty(Xs.shape, np.float32), lambda start, stop: Xs[start:stop])
+                r_t32 = r_t.astype(np.float32)
             X32 = X_t if X_t.dtype == np.float32 else None
             op = DataMoment.from_source(ArraySource(X_t, r_t32, block_rows, workers), r, counter, y=r_t32)
     elif sketch is not None:
