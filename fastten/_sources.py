@@ -239,23 +239,27 @@ def _pass_by_block(source, accumulators):
     and the copies are merged into ``accumulators`` in block order, on any
     number of threads alike."""
     base, fn = source.deferred() if isinstance(source, Mapped) else (source, None)
+    # Empty copies to feed, taken before the merges fill ``accumulators``;
+    # the configurations are shared, read-only (an Activation compares by
+    # identity).
+    shared = {id(value): value for acc in accumulators for value in (getattr(acc, name) for name in acc._config())}
+    empty = copy.deepcopy(accumulators, dict(shared))
 
     def feed(X, Y):
         if fn is not None:
             X, Y = fn(X, Y)
-        # The configurations are shared, read-only (an Activation compares by identity).
-        shared = {id(value): value for acc in accumulators for value in (getattr(acc, name) for name in acc._config())}
-        fresh = copy.deepcopy(accumulators, shared)
+        fresh = copy.deepcopy(empty, dict(shared))
         if X.shape[0]:
             Pass().run([(X, Y)], *fresh, check=False)
         return fresh
 
-    parts = source.workers.map(feed, base.blocks())
-    if not sum(part[0].n for part in parts):
-        raise ValueError("blocks: expected at least one row, got an empty stream of blocks")
-    for part in parts:
+    rows = 0
+    for part in source.workers.imap(feed, base.blocks()):
+        rows += part[0].n
         for acc, other in zip(accumulators, part):
             acc.merge(other)
+    if not rows:
+        raise ValueError("blocks: expected at least one row, got an empty stream of blocks")
     return accumulators
 
 

@@ -68,18 +68,25 @@ class Workers:
             self._pool = None
 
     def map(self, fn, items):
-        """[fn(*item) for item in items], in order; at most 2 * threads items
-        taken from the iterable ahead of the results handed back (a stream
-        of blocks read from disk is not read whole into memory)."""
+        """[fn(*item) for item in items], in order (``imap``)."""
+        return list(self.imap(fn, items))
+
+    def imap(self, fn, items):
+        """fn(*item) for each item, yielded in order as they finish; at most
+        2 * threads items are taken from the iterable ahead of the result
+        handed back, so a stream of blocks read from disk is not read whole
+        into memory, nor are its results held all at once."""
         if self._pool is None:
-            return [fn(*item) for item in items]
-        results, pending = [], deque()
+            for item in items:
+                yield fn(*item)
+            return
+        pending = deque()
         for item in items:
             pending.append(self._pool.submit(fn, *item))
             if len(pending) >= 2 * self.threads:
-                results.append(pending.popleft().result())
-        results.extend(future.result() for future in pending)
-        return results
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
     def rows(self, fn, n):
         """[fn(start, stop) for each chunk of range(n)], in chunk order."""
