@@ -122,10 +122,10 @@ class _State:
         self.theta, self.kind, self.alpha = theta, loss, alpha
         n, k = X.shape[0], net.k
         self.S, self.D = np.empty((n, k)), np.empty((n, k))
-        A1 = A1.astype(X.dtype)
+        A1x = A1.astype(X.dtype)  # the product in X's precision (a float32 X is not copied)
 
         def layer(start, stop):
-            self.S[start:stop], self.D[start:stop] = value_and_slope(activation, X[start:stop] @ A1 + b1)
+            self.S[start:stop], self.D[start:stop] = value_and_slope(activation, X[start:stop] @ A1x + b1)
 
         workers.rows(layer, n)
         self.loss, self.R, self.P = _data_loss(self.S @ self.A2 + b2, Y, loss)
