@@ -3,8 +3,9 @@
 ``ridge_output`` fits (a2, b2) by ridge regression. ``refine_network`` runs
 Levenberg-Marquardt (``fastten._refine``) in rounds on a random subsample
 of the rows, restarting after a stall (``restart``: flip units of the wrong
-sign, or re-seed the least useful unit from the direction the residual's
-moments see, ``residual_direction``), then once on all rows.
+sign, rescale collapsed units, or re-seed a duplicated or the least useful
+unit from the direction the residual's moments see, ``residual_direction``),
+then once on all rows.
 docs/method.md, "Fitting a network", steps 4-5 and 7.
 """
 
@@ -38,6 +39,54 @@ SUBSAMPLE_PER_PARAMETER = 16
 # round leaves sooner (the demo's first round crawled at 7e-4 of Var(y) for
 # 34 of its 50 steps). The round on all rows has no such stop.
 STALL = (10, 0.02)
+# A round on all rows with rounds to come (no subsample stage: rows >=
+# n) ends, as a failure, when its last 5 steps lowered the loss by less than
+# 10% together while some unit is collapsed or duplicated
+# (``degenerate_units``, on WATCH_ROWS evenly spaced rows): the crawls that
+# the restart then ends. Without the second condition such a stop
+# interrupts progress (a plain (10, 0.5) stall rule left d=1000 seeds 1
+# and 2 inexact after six rounds). Planted sigmoid networks, k=10, n/p =
+# 10, iterations with this rule and the restarts below against without:
+# d=200, n=2e4, seeds 0-39, 1507 in all against 1778 (seed 17 inexact
+# before, exact after; 36 seeds unchanged); d=500, n=5e4, seeds 0-5, 247
+# against 418; d=1000, n=1e5, seeds 0-2, 37, 52 and 74 against 37, 188
+# and 273. Tanh, d=200, seeds 0-19: 836 against 850 (seed 10 43 fewer,
+# seed 7 29 more: a duplicate that its round would have resolved).
+WATCH = (5, 0.1)
+WATCH_ROWS = 2048
+# A unit is collapsed when its activations vary by less than this fraction
+# of the median unit's: at the crawls above, 0.03-0.08, a sigmoid unit of
+# weight norm 0.1-0.2 (the others' about 1) deep in its tail (|b| / |w| of
+# 10-40), where a2 e^b trades against the bias and the steps creep
+# (|a2| of 10-50 against 1-2); the working units stood at 0.65 or more. A
+# planted unit of weight norm 1 reaches 0.2 at bias 4.
+COLLAPSED = 0.2
+# Two units whose weight vectors have |cos| above this fit one unit twice.
+DUPLICATE = 0.9
+
+
+def collapsed_units(S):
+    """The units whose activations S (rows, k) vary by less than COLLAPSED
+    times the median unit's, most collapsed first."""
+    spread = S.std(axis=0)
+    return [int(j) for j in np.argsort(spread) if spread[j] < COLLAPSED * np.median(spread)]
+
+
+def duplicate_units(A1, useful):
+    """Of each pair of units whose weight vectors have |cos| above
+    DUPLICATE, the less useful one (``useful``: |a2_j| times the spread of
+    its output), least useful first."""
+    W = A1 / np.maximum(np.linalg.norm(A1, axis=0), np.finfo(float).tiny)
+    C = np.triu(np.abs(W.T @ W), 1)
+    out = {int(i if useful[i] <= useful[j] else j) for i, j in zip(*np.nonzero(C > DUPLICATE))}
+    return sorted(out, key=lambda j: useful[j])
+
+
+def degenerate_units(X, A1, b1, A2, activation):
+    """(collapsed units, duplicated units) of the network on rows X."""
+    S = derivative(activation, X @ A1 + b1, 0)
+    collapsed = collapsed_units(S) if activation.name != "relu" else []
+    return collapsed, duplicate_units(A1, np.linalg.norm(A2, axis=1) * S.std(axis=0))
 
 
 def gathered_rows(d, k, m):
@@ -133,15 +182,19 @@ def restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, skip, rng, full=None):
     n=1e5, this rescued 5 of the 6 seeds in 20 that subsample moments lost).
     Returns the new network and the passes over all rows it took.
 
-    First, units of the wrong sign (``flip_signs``). Else the residual is
-    itself a sum of units, and its moments point at a direction the network
-    misses: the top component of its third moment or the top eigenvector of
-    its second, whichever stands further out of the noise. It replaces the
-    least useful unit (|a2_j| times the spread of its output) after skipping
-    ``skip`` of them (a repeated stall tries another unit); for ReLU, a unit
-    active on (almost) every sample or none goes first: it is affine or dead
-    there (a ReLU drifts to a large norm and bias to make up for a unit of
-    the wrong sign).
+    First, units of the wrong sign (``flip_signs``). Else collapsed units
+    (``collapsed_units``; not for ReLU): each keeps its direction and
+    takes the median weight norm of the others and zero bias, except one
+    that duplicates another unit (``DUPLICATE``), which takes the residual's
+    direction (below). Else the residual is itself a sum of units, and its
+    moments point at a direction the network misses: the top component of
+    its third moment or the top eigenvector of its second, whichever stands
+    further out of the noise. It replaces a duplicated unit
+    (``duplicate_units``) or the least useful unit (|a2_j| times the spread
+    of its output) after skipping ``skip`` of them (a repeated stall tries
+    another unit); for ReLU, a unit active on (almost) every sample or none
+    goes first: it is affine or dead there (a ReLU drifts to a large norm
+    and bias to make up for a unit of the wrong sign).
     """
     n, d = Xr.shape
     k, m = A2.shape
@@ -153,16 +206,35 @@ def restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, skip, rng, full=None):
     else:
         S = derivative(activation, Xr @ A1 + b1, 0)
         Xm, Ym = full if full is not None else (Xr, Yr)
-        direction, _, passes = residual_direction(Xm, Ym, A1, b1, A2, b2, activation, rng)
-        order = list(np.argsort(np.linalg.norm(A2, axis=1) * S.std(axis=0)))
-        if activation.name == "relu":
-            active = np.mean(derivative(activation, Xr @ A1 + b1, 1) > 0, axis=0)
-            degenerate = [j for j in order if not 0.01 <= active[j] <= 0.99]
-            order = degenerate + [j for j in order if j not in degenerate]
-        unit = int(order[skip % k])
+        collapsed, duplicates = degenerate_units(Xr, A1, b1, A2, activation)
         A1, b1 = A1.copy(), b1.copy()
-        A1[:, unit], b1[unit] = direction, 0.0
-        logger.debug("fit: stalled at MSE %.3e; re-seeded unit %d", mse, unit)
+        if collapsed:
+            norms = np.linalg.norm(A1, axis=0)
+            scale = np.median(np.delete(norms, collapsed))
+            reseeded = []
+            for j in collapsed:
+                W = A1 / np.maximum(np.linalg.norm(A1, axis=0), np.finfo(float).tiny)
+                overlap = np.abs(np.delete(W, j, axis=1).T @ W[:, j]).max(initial=0.0)
+                if not reseeded and (overlap > DUPLICATE or not norms[j] > 0):
+                    direction, _, passes = residual_direction(Xm, Ym, A1, b1, A2, b2, activation, rng)
+                    A1[:, j] = scale * direction
+                    reseeded.append(j)
+                elif norms[j] > 0:
+                    A1[:, j] *= scale / norms[j]
+                b1[j] = 0.0
+            logger.debug("fit: stalled at MSE %.3e; rescaled collapsed units %s (re-seeded %s)", mse, collapsed,
+                         reseeded)
+        else:
+            direction, _, passes = residual_direction(Xm, Ym, A1, b1, A2, b2, activation, rng)
+            order = list(np.argsort(np.linalg.norm(A2, axis=1) * S.std(axis=0)))
+            if activation.name == "relu":
+                active = np.mean(derivative(activation, Xr @ A1 + b1, 1) > 0, axis=0)
+                degenerate = [j for j in order if not 0.01 <= active[j] <= 0.99]
+                order = degenerate + [j for j in order if j not in degenerate]
+            order = duplicates + [j for j in order if j not in duplicates]
+            unit = int(order[skip % k])
+            A1[:, unit], b1[unit] = direction, 0.0
+            logger.debug("fit: stalled at MSE %.3e; re-seeded unit %d", mse, unit)
     A2, b2, _ = ridge_output(derivative(activation, Xr @ A1 + b1, 0), Yr, ridge)
     return A1, b1, A2, b2, passes * (full is not None)
 
@@ -213,9 +285,13 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
                               "restart_passes": 0}
         failures = 0
         stage_rounds = 1 if (last_stage and index > 0) or loss != "squared" else n_rounds
+        watch_rows = Xr[::max(1, rows_r // WATCH_ROWS)]
         for round_ in range(stage_rounds):
+            callback = on_step
+            if last_stage and round_ < stage_rounds - 1:
+                callback = _watch(on_step, watch_rows, activation)
             res = _refine.refine(Xr, Yr, A1, b1, A2, b2, activation, max_iter=max_iter, tol=tol, rng=rng,
-                                 stall=None if last_stage else STALL, callback=on_step, alpha=alpha, loss=loss,
+                                 stall=None if last_stage else STALL, callback=callback, alpha=alpha, loss=loss,
                                  X32=X32r, workers=workers)
             objective = res.losses[-1]
             if loss != "squared":
@@ -260,3 +336,24 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
         if stopped():
             break
     return A1, b1, A2, b2
+
+
+def _watch(on_step, X, activation):
+    """The step hook of a round on all rows with rounds to come: on_step,
+    then True (stop) when the last WATCH[0] steps lowered the loss by less
+    than the fraction WATCH[1] together while some unit is collapsed or
+    duplicated on the rows X (``degenerate_units``)."""
+    losses = []
+    window, fraction = WATCH
+
+    def callback(A1, b1, A2, b2, loss):
+        if on_step is not None and on_step(A1, b1, A2, b2, loss):
+            return True
+        losses.append(loss)
+        if len(losses) > window and losses[-1] > (1 - fraction) * losses[-1 - window]:
+            if any(degenerate_units(X, A1, b1, A2, activation)):
+                logger.debug("fit: a crawl with a collapsed or duplicated unit after %d steps", len(losses))
+                return True
+        return False
+
+    return callback
