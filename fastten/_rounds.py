@@ -288,7 +288,9 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
         watch_rows = Xr[::max(1, rows_r // WATCH_ROWS)]
         for round_ in range(stage_rounds):
             callback = on_step
-            if last_stage and round_ < stage_rounds - 1:
+            if last_stage and round_ < stage_rounds - 1 and rows_r >= p:
+                # (Fewer rows than parameters: the network interpolates, and
+                # the crawls measured above are not this regime.)
                 callback = _watch(on_step, watch_rows, activation)
             res = _refine.refine(Xr, Yr, A1, b1, A2, b2, activation, max_iter=max_iter, tol=tol, rng=rng,
                                  stall=None if last_stage else STALL, callback=callback, alpha=alpha, loss=loss,

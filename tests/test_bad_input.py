@@ -324,8 +324,8 @@ def test_fourier_biases_skip_units_the_moments_scaled_to_zero(monkeypatch):
     U = np.eye(2)
     real = _bias.recover_units
 
-    def one_zero_scale(*args):
-        A1, b1, a2, records = real(*args)
+    def one_zero_scale(*args, **kwargs):
+        A1, b1, a2, records = real(*args, **kwargs)
         A1 = A1.copy()
         A1[:, 0] = 0.0
         return A1, b1, a2, records
