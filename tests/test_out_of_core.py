@@ -137,7 +137,7 @@ CHILD = textwrap.dedent("""
     before = status("VmRSS")
     X = np.load({path!r}, mmap_mode="r")
     y = np.load({labels!r})
-    model = fastten.fit(X, y, 2, random_state=0, block_rows={rows}, max_iter=3, n_rounds=1)
+    model = fastten.fit(X, y, 2, random_state=0, block_rows={rows}, max_iter=3, n_rounds=1, n_threads=2)
     print((status("VmHWM") - before) / 1024, model.diagnostics["rows"]["in_memory"])
 """)
 
@@ -172,15 +172,16 @@ def peak_growth_of_fit(tmp_path, n, d, dtype, rows):
 
 def test_memmap_is_not_read_whole(tmp_path):
     # 200000 x 100 float64 = 160 MB on disk. The fit may hold the labels
-    # (1.6 MB), one block of rows (8192 x 100 x 8 = 6.5 MB, a few copies)
-    # and the gathered rows (2 x 8192 x 100 x 8 = 13 MB), with the copies
-    # each stage makes of them: 53 MB measured alone (three runs), 81 MB
-    # once in the full suite while another process wrote a 4 GB file (a
-    # 60 MB limit failed there). The limit, 100 MB, is what the test is
-    # for: well under the file's 160 MB, which reading the mapped file
-    # whole would add (its pages count as resident).
+    # (1.6 MB), the gathered rows (2 x 8192 x 100 x 8 = 13 MB) and the
+    # copies each stage makes of them, and on its two threads up to four
+    # blocks in flight (4096 x 100 x 8 = 3.3 MB each, with the copies a
+    # pass makes of a block): 61 MB measured, alone and with a second such
+    # fit running (three runs each). Blocks of 8192 rows grew it to 86-94
+    # MB, and to 115 MB under load, so this test uses 4096. The limit, 100
+    # MB, is what the test is for: well under the file's 160 MB, which
+    # reading the mapped file whole would add (its pages count as resident).
     n = 200_000
-    growth, in_memory = peak_growth_of_fit(tmp_path, n, 100, np.float64, 8192)
+    growth, in_memory = peak_growth_of_fit(tmp_path, n, 100, np.float64, 4096)
     assert in_memory < n  # the row stages ran on a sample, not on all rows
     assert growth < 100, growth
 
