@@ -41,6 +41,9 @@ S_m, for standardised rows):
   y S_m(x)(u_j, ..., u_j), m = 2 or 3 (the z-tests and noise estimates).
 - ``NormalEquations``: ridge regression of labels on [features, 1].
 - ``OutputLayer``: the same for the features sigma(X A1 + b1) of a network.
+- ``NetworkLoss``, ``NetworkGradient``, ``GaussNewtonProduct``: a network's
+  squared loss (with its output layer's normal equations), its gradient and
+  its Gauss-Newton products: the refinement's passes over rows out of core.
 """
 
 import math
@@ -48,14 +51,16 @@ import math
 import numpy as np
 
 from . import _kernels as K
+from ._kernels.network import gn_block, gn_product_acc, gn_softmax_product_acc
 from ._kernels.checks import nonfinite
-from .activations import derivative, get_activation
+from .activations import derivative, get_activation, value_and_slope
 from .moments import _plan, _unpack_index, unpack_symmetric
 
 __all__ = [
     "Accumulator", "Covariance", "CovarianceResult", "LeastSquares", "FirstMoment", "SecondMomentDot",
     "ThirdMomentIUU", "ThirdMomentUUU", "ThirdMomentSliceDot", "FourthMomentIUUU", "ProjectedMoment",
-    "ScoreSpread", "Spread", "NormalEquations", "OutputLayer", "PassCounter", "Pass", "check_block",
+    "ScoreSpread", "Spread", "NormalEquations", "OutputLayer", "NetworkLoss", "NetworkGradient", "GradientResult",
+    "GaussNewtonProduct", "PassCounter", "Pass", "check_block",
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -309,7 +314,10 @@ class Accumulator:
     def _check_same(self, other):
         for name in self._config():
             a, b = getattr(self, name), getattr(other, name)
-            same = np.array_equal(a, b) if isinstance(a, np.ndarray) else (a is b or a == b)
+            if isinstance(a, tuple):  # of arrays
+                same = len(a) == len(b) and all(np.array_equal(x, z) for x, z in zip(a, b))
+            else:
+                same = np.array_equal(a, b) if isinstance(a, np.ndarray) else (a is b or a == b)
             if not same:
                 raise ValueError(f"other: expected an accumulator of the same {name.strip('_')}, got another")
 
@@ -1045,19 +1053,31 @@ class NormalEquations(Accumulator):
         ValueError
             When ``ridge`` is not a number >= 0, or no rows have been seen.
         """
-        if not (isinstance(ridge, (int, float, np.floating)) and ridge >= 0):
-            raise ValueError(f"ridge: expected a number >= 0, got {ridge!r}")
         if self.n == 0:
             return super().result()
-        H = self.H.copy()
-        k = H.shape[0] - 1
-        H[np.arange(k), np.arange(k)] += ridge * self.n
-        try:
-            coef = np.linalg.solve(H, self.g)
-        except np.linalg.LinAlgError:
-            coef = np.linalg.lstsq(H, self.g, rcond=None)[0]
-            return coef[:k], coef[k], float("inf")
-        return coef[:k], coef[k], float(np.linalg.cond(H))
+        return _ridge_solution(self.H, self.g, self.n, ridge)
+
+
+def _penalised(H, n, ridge):
+    """H with ridge * n added on the diagonal of the features (not the intercept)."""
+    if not (isinstance(ridge, (int, float, np.floating)) and ridge >= 0):
+        raise ValueError(f"ridge: expected a number >= 0, got {ridge!r}")
+    H = H.copy()
+    k = H.shape[0] - 1
+    H[np.arange(k), np.arange(k)] += ridge * n
+    return H
+
+
+def _ridge_solution(H, g, n, ridge):
+    """``NormalEquations.result`` of the sums H, g of n rows."""
+    H = _penalised(H, n, ridge)
+    k = H.shape[0] - 1
+    try:
+        coef = np.linalg.solve(H, g)
+    except np.linalg.LinAlgError:
+        coef = np.linalg.lstsq(H, g, rcond=None)[0]
+        return coef[:k], coef[k], float("inf")
+    return coef[:k], coef[k], float(np.linalg.cond(H))
 
 
 class OutputLayer(NormalEquations):
@@ -1103,6 +1123,291 @@ class OutputLayer(NormalEquations):
 
     def _features(self, X):
         return derivative(self.activation, X @ self.A1 + self.b1, 0)
+
+
+def _network(A1, b1, A2, b2):
+    """(A1 (d, k), b1 (k,), A2 (k, m), b2 (m,)) as float64, checked: the
+    network of the refinement's accumulators (A2 and b2 may be 1-D for one
+    output)."""
+    A1 = _vectors(A1, "A1")
+    k = A1.shape[1]
+    b1 = np.asarray(b1, dtype=np.float64).reshape(-1)
+    if b1.shape != (k,):
+        raise ValueError(f"b1: expected {k} biases, one per column of A1, got shape {np.shape(b1)}")
+    A2 = np.asarray(A2, dtype=np.float64)
+    if A2.ndim == 1:
+        A2 = A2[:, None]
+    if A2.ndim != 2 or A2.shape[0] != k:
+        raise ValueError(f"A2: expected shape ({k}, m) or ({k},), one row per hidden unit, got {np.shape(A2)}")
+    b2 = np.asarray(b2, dtype=np.float64).reshape(-1)
+    if b2.shape != (A2.shape[1],):
+        raise ValueError(f"b2: expected {A2.shape[1]} intercepts, one per column of A2, got shape {np.shape(b2)}")
+    for name, arr in (("b1", b1), ("A2", A2), ("b2", b2)):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name}: expected finite values, got NaN or infinite entries")
+    return A1, b1, np.ascontiguousarray(A2), b2
+
+
+class _Network(Accumulator):
+    """A statistic of the squared loss of a network F = sigma(X A1 + b1) A2
+    + b2 over labelled rows: the hidden layer's activations and slopes per
+    block, in the blocks' precision (A1 cast to a float32 block's dtype)."""
+
+    _labels = "required"
+
+    def __init__(self, A1, b1, A2, b2, activation):
+        self.A1, self.b1, self.A2, self.b2 = _network(A1, b1, A2, b2)
+        self.activation = get_activation(activation)
+        super().__init__(self.A1.shape[0])
+
+    def _config(self):
+        return ("A1", "b1", "A2", "b2", "activation")
+
+    def _layer(self, X, y):
+        """(S, D, R): activations, slopes and residuals F - Y of a block."""
+        Y = y.reshape(y.shape[0], -1)
+        if Y.shape[1] != self.A2.shape[1]:
+            raise ValueError(f"block {self.blocks}: expected {self.A2.shape[1]} label column(s), one per output of "
+                             f"A2, got {Y.shape[1]}")
+        S, D = value_and_slope(self.activation, X @ self.A1.astype(X.dtype) + self.b1)
+        return S, D, S @ self.A2 + self.b2 - Y
+
+
+def gradient_sums(X, S, D, R, A2):
+    """Sums over the rows of J^T r: (X^T W, sum W, S^T R, sum R) with W =
+    (R A2^T) * D, for rows X, the network's activations S and slopes D
+    (n, k) and residuals R (n, m): n times the gradient of half the mean
+    squared error in (A1, b1, A2, b2). X^T W in X's precision, returned in
+    float64."""
+    W = (R @ A2.T) * D
+    XtW = (X.T @ W.astype(X.dtype, copy=False)).astype(np.float64, copy=False)
+    return XtW, W.sum(axis=0), S.T @ R, R.sum(axis=0)
+
+
+def gauss_newton_sums(X, S, D, A2, V, P=None):
+    """Sums over the rows of J^T J v (J^T H J v with softmax probabilities
+    P), v = V = (VA1 (d, k), vb1, VA2 (k, m), vb2): the kernels
+    ``gn_product_acc`` and ``gn_softmax_product_acc`` on rows X, activations
+    S and slopes D (float64, C-contiguous). VA1 is cast to X's dtype."""
+    VA, vb1, VA2, vb2 = V
+    d, k = VA.shape
+    m = A2.shape[1]
+    out = (np.zeros((d, k)), np.zeros(k), np.zeros((k, m)), np.zeros(m))
+    VA = np.ascontiguousarray(VA, dtype=X.dtype)
+    VA2, A2 = np.ascontiguousarray(VA2), np.ascontiguousarray(A2)
+    if P is None:
+        gn_product_acc(X, D, S, A2, VA, vb1, VA2, vb2, *out, gn_block(d))
+    else:
+        gn_softmax_product_acc(X, D, S, A2, P, VA, vb1, VA2, vb2, *out, gn_block(d))
+    return out
+
+
+class NetworkLoss(_Network):
+    """A network's squared loss and its output layer's normal equations, in one pass.
+
+    Half the mean over the rows of the squared error summed over the
+    outputs, ``sum |sigma(X A1 + b1) A2 + b2 - Y|^2 / (2 n)``, and the
+    ``NormalEquations`` of the labels on the hidden units' activations
+    (what :class:`OutputLayer` sums): the refinement's trial pass out of
+    core, which scores a step and finds the best output layer for it.
+
+    Parameters
+    ----------
+    A1 : array_like, shape (d, k)
+        First-layer weights, one hidden unit per column; blocks need d
+        features.
+    b1 : array_like, shape (k,)
+        First-layer biases.
+    A2 : array_like, shape (k, m) or (k,)
+        Output weights; labels need m columns (1-D labels for m = 1).
+    b2 : array_like, shape (m,)
+        Output intercepts.
+    activation : str or Activation
+        The activation sigma.
+
+    Raises
+    ------
+    ValueError
+        When the arrays' shapes disagree or an entry is NaN or infinite, or a
+        block's labels have another number of columns than A2.
+    """
+
+    def _start(self):
+        k = self.A1.shape[1]
+        self.H = np.zeros((k + 1, k + 1))
+        self.g = np.zeros((k + 1, self.A2.shape[1]))
+        self.sse = np.zeros(self.A2.shape[1])
+
+    def _update(self, X, y):
+        S, _, R = self._layer(X, y)
+        A = np.empty((S.shape[0], S.shape[1] + 1))
+        A[:, :-1], A[:, -1] = S, 1.0
+        self.H += A.T @ A
+        self.g += A.T @ y.reshape(y.shape[0], -1)
+        self.sse += np.sum(R * R, axis=0)
+
+    def _merge(self, other):
+        self.H += other.H
+        self.g += other.g
+        self.sse += other.sse
+
+    def _result(self):
+        return 0.5 * float(self.sse.sum()) / self.n
+
+    def errors(self):
+        """The mean squared error of each output over every row seen.
+
+        Returns
+        -------
+        numpy.ndarray, shape (m,)
+            ``sum_i (F_ic - Y_ic)^2 / n`` for each output c.
+        """
+        if self.n == 0:
+            super().result()
+        return self.sse / self.n
+
+    def result(self):
+        """The loss of every row seen.
+
+        Returns
+        -------
+        float
+            ``sum |F - Y|^2 / (2 n)``.
+
+        Raises
+        ------
+        ValueError
+            When no rows have been seen.
+        """
+        return super().result()
+
+    def output_layer(self, ridge=0.0):
+        """The output layer of least loss for this hidden layer.
+
+        Parameters
+        ----------
+        ridge : float, default 0.0
+            The penalty per sample on A2, >= 0 (as ``NormalEquations.result``).
+
+        Returns
+        -------
+        A2 : numpy.ndarray, shape (k, m)
+        b2 : numpy.ndarray, shape (m,)
+        loss : float
+            The loss with that output layer (plus the penalty ridge / 2
+            |A2|^2), from the normal equations as the loss of the network's
+            own output layer minus the exact decrease ``(c - c*)^T H (c -
+            c*) / (2 n)`` (no cancellation against |Y|^2), at least 0.
+        """
+        if self.n == 0:
+            super().result()
+        A2, b2, _ = _ridge_solution(self.H, self.g, self.n, ridge)
+        H = _penalised(self.H, self.n, ridge)
+        delta = np.vstack([self.A2 - A2, (self.b2 - b2)[None]])
+        own = self._result() + 0.5 * ridge * float(np.sum(self.A2 ** 2))
+        return A2, b2, max(own - 0.5 * float(np.sum(delta * (H @ delta))) / self.n, 0.0)
+
+
+class GradientResult:
+    """The result of :class:`NetworkGradient`.
+
+    Attributes
+    ----------
+    n : int
+        The rows.
+    loss : float
+        ``sum |F - Y|^2 / (2 n)``.
+    A1, b1, A2, b2 : numpy.ndarray
+        The loss's gradient in each parameter (the shapes of the network's,
+        A2 (k, m) and b2 (m,)).
+    slope_gram : numpy.ndarray, shape (k, k)
+        ``D^T D / n``, D the units' slopes sigma'(X A1 + b1): the
+        Gauss-Newton matrix's weights off the span of A1 for Gaussian inputs
+        (the refinement's structured preconditioner).
+    """
+
+    def __init__(self, n, loss, A1, b1, A2, b2, slope_gram):
+        self.n, self.loss, self.slope_gram = n, loss, slope_gram
+        self.A1, self.b1, self.A2, self.b2 = A1, b1, A2, b2
+
+
+class NetworkGradient(_Network):
+    """A network's squared loss and its gradient, in one pass.
+
+    The gradient of ``sum |sigma(X A1 + b1) A2 + b2 - Y|^2 / (2 n)`` in
+    (A1, b1, A2, b2), and the slopes' Gram matrix: the refinement's
+    gradient pass. Parameters and errors as :class:`NetworkLoss`.
+    """
+
+    def _start(self):
+        d, k = self.A1.shape
+        m = self.A2.shape[1]
+        self.sums = [np.zeros((d, k)), np.zeros(k), np.zeros((k, m)), np.zeros(m)]
+        self.DtD = np.zeros((k, k))
+        self.sse = 0.0
+
+    def _update(self, X, y):
+        S, D, R = self._layer(X, y)
+        for total, part in zip(self.sums, gradient_sums(X, S, D, R, self.A2)):
+            total += part
+        self.DtD += D.T @ D
+        self.sse += float(np.sum(R * R))
+
+    def _merge(self, other):
+        for total, part in zip(self.sums, other.sums):
+            total += part
+        self.DtD += other.DtD
+        self.sse += other.sse
+
+    def _result(self):
+        n = self.n
+        return GradientResult(n, 0.5 * self.sse / n, *(part / n for part in self.sums), self.DtD / n)
+
+
+class GaussNewtonProduct(_Network):
+    """The product of a network's Gauss-Newton matrix with a vector, in one pass.
+
+    ``J^T J v / n``, J the Jacobian of the n m outputs in (A1, b1, A2, b2):
+    the refinement's conjugate-gradient product, matrix-free (the kernel
+    ``gn_product_acc``, O(rows d k) per block). Labels are not used, but
+    required, as by the other passes of the refinement.
+
+    Parameters
+    ----------
+    A1, b1, A2, b2, activation
+        The network, as :class:`NetworkLoss`.
+    V : tuple of array_like
+        The vector v as (VA1 (d, k), vb1 (k,), VA2 (k, m), vb2 (m,)).
+    """
+
+    def __init__(self, A1, b1, A2, b2, activation, V):
+        super().__init__(A1, b1, A2, b2, activation)
+        VA, vb1, VA2, vb2 = _network(*V)
+        if VA.shape != self.A1.shape or VA2.shape != self.A2.shape:
+            raise ValueError(f"V: expected the network's shapes {self.A1.shape}, {self.A2.shape}, got {VA.shape}, "
+                             f"{VA2.shape}")
+        self.V = (VA, vb1, VA2, vb2)
+
+    def _config(self):
+        return super()._config() + ("V",)
+
+    def _start(self):
+        d, k = self.A1.shape
+        m = self.A2.shape[1]
+        self.sums = [np.zeros((d, k)), np.zeros(k), np.zeros((k, m)), np.zeros(m)]
+
+    def _update(self, X, y):
+        S, D, _ = self._layer(X, y)
+        for total, part in zip(self.sums, gauss_newton_sums(X, S, D, self.A2, self.V)):
+            total += part
+
+    def _merge(self, other):
+        for total, part in zip(self.sums, other.sums):
+            total += part
+
+    def _result(self):
+        """(A1, b1, A2, b2) parts of J^T J v / n."""
+        return tuple(part / self.n for part in self.sums)
 
 
 # ----------------------------------------------------------------------------

@@ -46,6 +46,34 @@ def makers(U, theta):
         coef = np.linalg.lstsq(F, y, rcond=None)[0]
         return coef[:-1, None]
 
+    # The refinement's accumulators: this hidden layer, one output (A2, b2)
+    # and a direction V; the references build the Jacobian J (n, p) of the
+    # outputs in (A1 (d, k) row-major, b1, A2 (k, 1), b2) explicitly.
+    k = U.shape[1]
+    A2, b2 = np.linspace(-1.2, 0.9, k)[:, None], np.array([0.3])
+    V = (np.cos(np.arange(U.size)).reshape(U.shape), np.sin(np.arange(k)), np.linspace(1.0, -0.5, k)[:, None],
+         np.array([0.25]))
+
+    def layer(X):
+        return derivative("sigmoid", X @ A1 + b1, 0), derivative("sigmoid", X @ A1 + b1, 1)
+
+    def residual(X, y):
+        return (layer(X)[0] @ A2 + b2)[:, 0] - y
+
+    def jacobian(X):
+        S, D = layer(X)
+        G = D * A2[:, 0]  # dF / du_j
+        return np.hstack([(X[:, :, None] * G[:, None, :]).reshape(X.shape[0], -1), G, S, np.ones((X.shape[0], 1))])
+
+    def gradient_ref(X, y):
+        D = layer(X)[1]
+        return np.concatenate([jacobian(X).T @ residual(X, y) / X.shape[0], (D.T @ D / X.shape[0]).ravel(),
+                               [0.5 * np.mean(residual(X, y) ** 2)]])
+
+    def product_ref(X, y):
+        J = jacobian(X)
+        return J.T @ (J @ np.concatenate([v.ravel() for v in V])) / X.shape[0]
+
     return [
         ("first", lambda: A.FirstMoment(), lambda X, y: ref.first(X, y)),
         ("second_dot", lambda: A.SecondMomentDot(U), lambda X, y: ref.second_dot(X, y, U)),
@@ -56,15 +84,25 @@ def makers(U, theta):
         ("projected3", lambda: A.ProjectedMoment(U, 3), lambda X, y: ref.third_projected(X, y, U)),
         ("projected4", lambda: A.ProjectedMoment(U, 4), lambda X, y: ref.fourth_projected(X, y, U)),
         ("output", lambda: A.OutputLayer(A1, b1, "sigmoid"), output_ref),
+        ("network_loss", lambda: A.NetworkLoss(A1, b1, A2, b2, "sigmoid"),
+         lambda X, y: np.concatenate([[0.5 * np.mean(residual(X, y) ** 2)], output_ref(X, y).ravel()])),
+        ("network_gradient", lambda: A.NetworkGradient(A1, b1, A2, b2, "sigmoid"), gradient_ref),
+        ("gauss_newton", lambda: A.GaussNewtonProduct(A1, b1, A2, b2, "sigmoid", V), product_ref),
     ]
 
 
 def value(acc):
     out = acc.result()
+    if isinstance(acc, A.NetworkLoss):
+        return np.concatenate([[out], acc.output_layer()[0].ravel()])
+    if isinstance(acc, A.NetworkGradient):
+        return np.concatenate([out.A1.ravel(), out.b1, out.A2.ravel(), out.b2, out.slope_gram.ravel(), [out.loss]])
+    if isinstance(acc, A.GaussNewtonProduct):
+        return np.concatenate([part.ravel() for part in out])
     return out[0] if isinstance(acc, A.NormalEquations) else out
 
 
-@pytest.mark.parametrize("index", range(9))
+@pytest.mark.parametrize("index", range(12))
 def test_one_block_matches_reference(index):
     X, y, U, theta = data(0, n=300, d=4, m=2)
     name, make, reference = makers(U, theta)[index]
@@ -114,10 +152,10 @@ def split_points(n):
     return st.lists(st.integers(0, n), max_size=6).map(lambda cuts: sorted(set(cuts) | {0, n}))
 
 
-@given(cuts=split_points(600), index=st.integers(0, 9), order_seed=st.integers(0, 2 ** 16))
+@given(cuts=split_points(600), index=st.integers(0, 12), order_seed=st.integers(0, 2 ** 16))
 def test_chunked_equals_one_block_and_merges_in_any_order(cuts, index, order_seed):
     X, y, U, theta = data(4)
-    if index == 9:
+    if index == 12:
         make, one = A.Covariance, A.Covariance().update(X, y).result().cov
         get = lambda acc: acc.result().cov
     else:
@@ -317,3 +355,91 @@ def test_normal_equations_of_dependent_features_without_ridge():
     assert cond == np.inf
     np.testing.assert_allclose(A2[:, 0], [1.0, -2.0, 0.0], atol=1e-10)  # least norm: 0 on the dead unit
     np.testing.assert_allclose(b2, [0.5], atol=1e-10)
+
+
+def network(seed, d=4, k=3, m=2):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((d, k)), rng.standard_normal(k), rng.standard_normal((k, m)),
+            rng.standard_normal(m))
+
+
+def test_network_loss_output_layer_is_the_least_squares_layer_and_its_loss():
+    X, _, _, _ = data(11, n=400, d=4)
+    A1, b1, A2, b2 = network(0)
+    Y = np.random.default_rng(1).standard_normal((400, 2))
+    acc = A.NetworkLoss(A1, b1, A2, b2, "tanh").update(X, Y)
+    S = derivative("tanh", X @ A1 + b1, 0)
+    assert acc.result() == pytest.approx(0.5 * np.sum((S @ A2 + b2 - Y) ** 2) / 400, rel=1e-12)
+    np.testing.assert_allclose(acc.errors(), np.mean((S @ A2 + b2 - Y) ** 2, axis=0), rtol=1e-12)
+    for ridge in (0.0, 0.05):
+        A2_, b2_, loss = acc.output_layer(ridge)
+        A2_ref, b2_ref, _ = A.OutputLayer(A1, b1, "tanh").update(X, Y).result(ridge)
+        np.testing.assert_allclose(A2_, A2_ref, rtol=1e-12)
+        np.testing.assert_allclose(b2_, b2_ref, rtol=1e-12)
+        # The loss from the normal equations (the decrease from the network's
+        # own layer) against the loss computed on the rows: both O(1), so
+        # the rounding of either is about 1e-15 of it.
+        direct = 0.5 * np.sum((S @ A2_ + b2_ - Y) ** 2) / 400 + 0.5 * ridge * np.sum(A2_ ** 2)
+        assert loss == pytest.approx(direct, rel=1e-10)
+        assert loss < acc.result()
+
+
+def test_network_gradient_is_the_loss_derivative_with_several_outputs():
+    X, _, _, _ = data(12, n=300, d=4)
+    net = network(2)
+    Y = np.random.default_rng(3).standard_normal((300, 2))
+    got = A.NetworkGradient(*net, "sigmoid").update(X, Y).result()
+
+    def loss(params):
+        return A.NetworkLoss(*params, "sigmoid").update(X, Y).result()
+
+    # Central differences, step 1e-6 on O(1) parameters: truncation about
+    # 1e-12 and rounding about 1e-16 / 1e-6 = 1e-10 of the loss, so 1e-7
+    # absolute on gradients of order 0.1-1 leaves three orders of margin.
+    for index, grad in enumerate((got.A1, got.b1, got.A2, got.b2)):
+        for position in np.ndindex(grad.shape):
+            up = [p.copy() for p in net]
+            down = [p.copy() for p in net]
+            up[index][position] += 1e-6
+            down[index][position] -= 1e-6
+            assert abs((loss(up) - loss(down)) / 2e-6 - grad[position]) < 1e-7
+
+
+def test_network_accumulators_of_float32_blocks_are_those_of_their_float64_values():
+    X, y, _, _ = data(13, n=5000, d=4)
+    X32 = X.astype(np.float32)
+    net = network(4, m=1)
+    V = network(5, m=1)
+    for make in (lambda: A.NetworkGradient(*net, "sigmoid"), lambda: A.GaussNewtonProduct(*net, "sigmoid", V)):
+        a, b = make().update(X32, y).result(), make().update(X32.astype(np.float64), y).result()
+        parts = [(a.A1, b.A1), (a.b1, b.b1)] if isinstance(a, A.GradientResult) else list(zip(a, b))
+        for x, z in parts:  # float32 products: about 1e-7 of the terms' scale
+            np.testing.assert_allclose(x, z, rtol=1e-5, atol=1e-6 * np.abs(z).max())
+
+
+def test_network_accumulators_bad_input():
+    A1, b1, A2, b2 = network(6)
+    X, _, _, _ = data(14, n=50, d=4)
+    with pytest.raises(ValueError, match=r"b1: expected 3 biases"):
+        A.NetworkGradient(A1, b1[:2], A2, b2, "tanh")
+    with pytest.raises(ValueError, match=r"A2: expected shape \(3, m\)"):
+        A.NetworkLoss(A1, b1, A2[:2], b2, "tanh")
+    with pytest.raises(ValueError, match="b2: expected 2 intercepts"):
+        A.NetworkLoss(A1, b1, A2, b2[:1], "tanh")
+    with pytest.raises(ValueError, match="A2: expected finite values"):
+        A.NetworkLoss(A1, b1, A2 * np.nan, b2, "tanh")
+    with pytest.raises(ValueError, match=r"block 0: expected 2 label column\(s\)"):
+        A.NetworkLoss(A1, b1, A2, b2, "tanh").update(X, np.zeros(50))
+    with pytest.raises(ValueError, match="labels"):
+        A.NetworkGradient(A1, b1, A2, b2, "tanh").update(X)
+    with pytest.raises(ValueError, match="V: expected the network's shapes"):
+        A.GaussNewtonProduct(A1, b1, A2, b2, "tanh", (A1[:2], b1, A2, b2))
+    Y = np.zeros((50, 2))
+    with pytest.raises(ValueError, match="same A2"):
+        A.NetworkGradient(A1, b1, A2, b2, "tanh").update(X, Y).merge(
+            A.NetworkGradient(A1, b1, 2 * A2, b2, "tanh").update(X, Y))
+    with pytest.raises(ValueError, match="same V"):
+        A.GaussNewtonProduct(A1, b1, A2, b2, "tanh", (A1, b1, A2, b2)).update(X, Y).merge(
+            A.GaussNewtonProduct(A1, b1, A2, b2, "tanh", (A1, b1, A2, 2 * b2)).update(X, Y))
+    with pytest.raises(ValueError, match="no samples seen"):
+        A.NetworkLoss(A1, b1, A2, b2, "tanh").output_layer()
