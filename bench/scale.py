@@ -382,9 +382,9 @@ def run(args):
     lines += ["- peak RSS: VmHWM of the child process over its whole life (interpreter, kernels, labels, "
               "warm-up, fit); for Dask the client process's, and each worker's beside it",
               "- data passes: diagnostics[\"data_passes\"], in passes over all n rows, total (per stage)",
-              "- gap to in memory: largest parameter difference over the largest parameter; the in-memory fit "
-              "refines on all rows, the out-of-core fits on the rows gathered in one pass (docs/api.md, \"Data "
-              "out of core\")",
+              "- gap to in memory: largest parameter difference over the largest parameter; both refine last on "
+              "all rows, the out-of-core fits first on rows gathered in one pass, the in-memory fit on a subsample "
+              "(docs/api.md, \"Data out of core\")",
               f"- load average before/after: {load0} / {_loadavg()}; total {time.perf_counter() - t_start:.0f} s; "
               "the machine is shared, so times carry the other users' load"]
     warnings_seen = sorted({w for r in records for w in r.get("warnings", [])})

@@ -46,9 +46,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from ._kernels import gn_product_acc
-from ._kernels.network import gn_block, gn_softmax_product_acc
 from ._output import softmax_loss, softmax_output
+from ._sources import run_pass
+from .accumulate import GaussNewtonProduct, NetworkGradient, NetworkLoss, gauss_newton_sums, gradient_sums
 from .activations import value_and_slope
 from ._workers import SERIAL
 
@@ -175,19 +175,12 @@ def _gn_product(X, state, v, net, workers=SERIAL):
     rows summed in order. With X in float32 the two products per block run
     in float32 (the sums across blocks stay float64): relative error about
     1e-7."""
-    VA, vb1, VA2, vb2 = net.unpack(v)
-    VA, VA2, A2 = np.ascontiguousarray(VA, dtype=X.dtype), np.ascontiguousarray(VA2), np.ascontiguousarray(state.A2)
-    block = gn_block(net.d)
+    V = net.unpack(v)
 
     def product(start, stop):
-        out = (np.zeros((net.d, net.k)), np.zeros(net.k), np.zeros((net.k, net.m)), np.zeros(net.m))
         rows = slice(start, stop)
-        if state.P is None:
-            gn_product_acc(X[rows], state.D[rows], state.S[rows], A2, VA, vb1, VA2, vb2, *out, block)
-        else:
-            gn_softmax_product_acc(X[rows], state.D[rows], state.S[rows], A2, state.P[rows], VA, vb1, VA2, vb2,
-                                   *out, block)
-        return out
+        return gauss_newton_sums(X[rows], state.S[rows], state.D[rows], state.A2, V,
+                                 None if state.P is None else state.P[rows])
 
     return net.pack(*workers.sum_rows(product, X.shape[0]))
 
@@ -196,10 +189,11 @@ def _gradient(X, state, net, workers=SERIAL):
     """J^T r (not divided by n), one pass over X: the data loss's gradient
     times n, r = F - Y or P - Y; X^T W in X's precision (a float32 X is not
     copied to float64), the chunks of rows summed in float64, in order."""
-    W = (state.R @ state.A2.T) * state.D
-    Wx = W.astype(X.dtype, copy=False)
-    XtW = workers.sum_rows(lambda start, stop: (X[start:stop].T @ Wx[start:stop]).astype(np.float64), X.shape[0])
-    return net.pack(XtW, W.sum(axis=0), state.S.T @ state.R, state.R.sum(axis=0))
+    def sums(start, stop):
+        rows = slice(start, stop)
+        return gradient_sums(X[rows], state.S[rows], state.D[rows], state.R[rows], state.A2)
+
+    return net.pack(*workers.sum_rows(sums, X.shape[0]))
 
 
 def _objective_gradient(X, state, net, alpha, workers=SERIAL):
@@ -373,7 +367,7 @@ class _StructuredPreconditioner:
     weights) is isotropic and keeps the split too.
     """
 
-    def __init__(self, X, state, rows, net, ridge=0.0):
+    def __init__(self, X, state, rows, net, ridge=0.0, slope_gram=None):
         d, k, m = net.d, net.k, net.m
         A1 = net.unpack(state.theta)[0]
         U, sv, _ = np.linalg.svd(A1, full_matrices=False)  # O(d k^2)
@@ -384,7 +378,8 @@ class _StructuredPreconditioner:
         self.net, self.span = net, _Net(rank, k, m)
         n = X.shape[0]
         if state.P is None:
-            self.S = (state.D.T @ state.D / n) * (state.A2 @ state.A2.T)
+            # D^T D / n from all the rows: here, or from a pass over rows out of core.
+            self.S = (state.D.T @ state.D / n if slope_gram is None else slope_gram) * (state.A2 @ state.A2.T)
             P = None
         else:  # (A2 H_i A2^T)_ij = sum_c p_c A2_ic A2_jc - (A2 p)_i (A2 p)_j
             DA = state.D * (state.P @ state.A2.T)
@@ -424,6 +419,150 @@ class _StructuredPreconditioner:
             return net.pack(Q @ yC + perp, yb1, yA2, yb2)
 
         return solve
+
+
+class _Memory:
+    """Rows X (n, d) and targets Y (n, m) in memory: each state keeps the
+    rows' activations, which the gradient and the CG products reuse. The CG
+    products run on a float32 copy of a large float64 X
+    (MIXED_PRECISION_MIN, or ``X32`` if the caller has it), and so do the
+    loss and the gradient until the loss falls below COARSE_LOSS."""
+
+    def __init__(self, X, Y, net, activation, loss, alpha, workers, X32=None):
+        self.X, self.Y, self.net, self.activation = X, Y, net, activation
+        self.kind, self.alpha, self.workers = loss, alpha, workers
+        self.n = X.shape[0]
+        # The CG products need only CG's accuracy: in float32 they cost
+        # less, and the solves stop at 1e-4 (float32 products cannot go much
+        # further), so the steps converge linearly at that rate instead of
+        # quadratically at the very end.
+        mixed = X.dtype == np.float64 and X.size >= MIXED_PRECISION_MIN
+        self.X_cg = (X.astype(np.float32) if X32 is None else X32) if mixed else X
+        self.rtol_min = 1e-4 if mixed else 0.0
+        self.variance = max(np.sum(np.var(Y, axis=0)), np.finfo(float).tiny)
+        self.coarse = COARSE_LOSS * 0.5 * self.variance if mixed else 0.0
+
+    def state(self, theta, precise):
+        """The state at theta, on X (``precise``) or the float32 copy: one pass."""
+        X = self.X if precise else self.X_cg
+        state = _State(X, self.Y, theta, self.net, self.activation, self.kind, self.alpha, self.workers)
+        state.X = X
+        return state
+
+    def settle(self, state):
+        """(state, passes): a state on the copy whose loss fell below the
+        coarse threshold, again on X (one pass)."""
+        if state.X is not self.X and state.loss <= self.coarse:
+            return self.state(state.theta, True), 1
+        return state, 0
+
+    def gradient(self, state):
+        return _objective_gradient(state.X, state, self.net, self.alpha, self.workers)
+
+    def product(self, state, v):
+        return _gn_product(self.X_cg, state, v, self.net, self.workers) / self.n
+
+    def project(self, state):
+        state.project_output(self.Y, self.net)
+
+    def sample(self, size, rng):
+        return np.sort(rng.choice(self.n, size=min(self.n, size), replace=False))
+
+    def preconditioner(self, kind, state, rows, ridge):
+        return kind(self.X, state, rows, self.net, ridge)
+
+
+class StreamedRows:
+    """Rows out of core for ``refine`` (the squared loss): every state,
+    gradient and Gauss-Newton product is a pass over ``source`` feeding the
+    accumulators ``NetworkLoss``, ``NetworkGradient`` and
+    ``GaussNewtonProduct``, so memory does not grow with n.
+
+    ``source`` gives blocks (Z_block (b, e) float64, Y_block (b, m)) whose
+    rows are the refinement's inputs times L: x = z L, L (e, d) (the
+    whitening, which the passes fold into the weights, L A1, instead of
+    applying it to every block: O(b e k) rather than O(b e d)). ``sample``
+    = (X_s, Y_s): rows in the refinement's coordinates, a uniform sample
+    held in memory, for the structured preconditioner's dense block (the
+    only preconditioner here). ``variance``: the sum over the outputs of
+    the targets' variances. ``workers`` come with the source.
+    """
+
+    def __init__(self, source, L, sample, activation, variance, alpha=0.0):
+        self.source, self.L, self.activation, self.alpha = source, L, activation, alpha
+        self.X_s, self.Y_s = sample
+        self.n = source.n
+        self.variance = variance
+        self.rtol_min, self.coarse = 0.0, 0.0
+
+    def bind(self, net):
+        self.net = net
+        return self
+
+    def _weights(self, theta):
+        A1, b1, A2, b2 = self.net.unpack(theta)
+        return self.L @ A1, b1, A2, b2
+
+    def _penalty(self, theta):
+        A1, _, A2, _ = self.net.unpack(theta)
+        return _penalty(self.alpha, self.n, A1, A2) if self.alpha else 0.0
+
+    def state(self, theta, precise=True):
+        state = _Streamed(theta, self.net)
+        if np.isfinite(theta).all():
+            state.equations = run_pass(self.source, NetworkLoss(*self._weights(theta), self.activation))
+            state.loss = state.equations.result() + self._penalty(theta)
+        return state
+
+    def errors(self, A1, b1, A2, b2):
+        """The mean squared error of each output (m,) of a network over
+        every row (no penalty): one pass."""
+        return run_pass(self.source, NetworkLoss(self.L @ A1, b1, A2, b2, self.activation)).errors()
+
+    def settle(self, state):
+        return state, 0
+
+    def gradient(self, state):
+        res = run_pass(self.source, NetworkGradient(*self._weights(state.theta), self.activation)).result()
+        state.loss, state.slope_gram = res.loss + self._penalty(state.theta), res.slope_gram
+        g = self.net.pack(self.L.T @ res.A1, res.b1, res.A2, res.b2)
+        return g + (self.alpha / self.n) * self.net.weights * state.theta if self.alpha else g
+
+    def product(self, state, v):
+        VA, vb1, VA2, vb2 = self.net.unpack(v)
+        acc = GaussNewtonProduct(*self._weights(state.theta), self.activation, (self.L @ VA, vb1, VA2, vb2))
+        outA, outb1, outA2, outb2 = run_pass(self.source, acc).result()
+        return self.net.pack(self.L.T @ outA, outb1, outA2, outb2)
+
+    def project(self, state):
+        """The output layer's optimum for the hidden layer, from the normal
+        equations of the state's pass (no pass): kept if it lowers the loss."""
+        A1, b1, _, _ = self.net.unpack(state.theta)
+        A2, b2, loss = state.equations.output_layer(self.alpha / self.n)
+        if self.alpha:
+            loss += 0.5 * self.alpha / self.n * float(np.sum(A1 * A1))
+        if loss < state.loss:
+            state.theta = self.net.pack(A1, b1, A2, b2)
+            state.A2, state.loss = self.net.unpack(state.theta)[2], loss
+
+    def sample(self, size, rng):
+        return np.sort(rng.choice(self.X_s.shape[0], size=min(self.X_s.shape[0], size), replace=False))
+
+    def preconditioner(self, kind, state, rows, ridge):
+        if kind is not _StructuredPreconditioner:
+            raise ValueError("preconditioner: rows out of core take 'structured' (or 'auto') only")
+        on_sample = _State(self.X_s, self.Y_s, state.theta, self.net, self.activation)
+        return kind(self.X_s, on_sample, rows, self.net, ridge, slope_gram=state.slope_gram)
+
+
+class _Streamed:
+    """A state of ``StreamedRows``: theta, the penalised loss (inf for a
+    non-finite theta) and the pass's normal equations; the gradient's pass
+    adds the slopes' Gram matrix."""
+
+    def __init__(self, theta, net):
+        self.theta, self.A2, self.P = theta, net.unpack(theta)[2], None
+        self.loss, self.equations, self.slope_gram = np.inf, None, None
 
 
 PRECONDITIONERS = {"structured": _StructuredPreconditioner, "full": _FullPreconditioner,
@@ -521,6 +660,8 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
     refine copies X when it is large: MIXED_PRECISION_MIN). ``workers``
     (``fastten._workers.Workers``): the threads that share each pass over
     X, by fixed chunks of rows (the same result on any number).
+    X may also be a ``StreamedRows`` (Y None): rows out of core, the
+    squared loss, every state, gradient and product a pass over them.
     ``losses`` and every test below are on the penalised objective too.
     Converged means the relative
     decrease of a step fell below ``tol``, the loss reached LOSS_FLOOR of the
@@ -531,30 +672,27 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
         raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
     if not alpha >= 0:
         raise ValueError(f"alpha: expected a number >= 0, got {alpha!r}")
-    n, d = X.shape
     k, m = A2.shape
     if loss == "softmax" and m < 2:
         raise ValueError(f"Y: expected at least two columns (classes) for loss='softmax', got {m}")
     if project is None:
         project = loss == "squared"
-    net = _Net(d, k, m)
+    if isinstance(X, StreamedRows):
+        if loss != "squared":
+            raise ValueError(f"loss: rows out of core take 'squared', got {loss!r}")
+        net = _Net(A1.shape[0], k, m)
+        data = X.bind(net)
+    else:
+        net = _Net(X.shape[1], k, m)
+        data = _Memory(X, Y, net, activation, loss, alpha, workers, X32)
+    n, d = data.n, net.d
     gauge = net.centred if loss == "softmax" else (lambda theta: theta)
     ridge = alpha / n
-    # The CG products need only CG's accuracy: in float32 (a copy of X)
-    # they cost less (MIXED_PRECISION_MIN), and the solves stop at 1e-4
-    # (float32 products cannot go much further), so the steps converge
-    # linearly at that rate instead of quadratically at the very end. The
-    # loss and the gradient use the copy too until the loss falls below
-    # COARSE_LOSS, then X (one more pass).
-    mixed = X.dtype == np.float64 and n * d >= MIXED_PRECISION_MIN
-    X_cg = (X.astype(np.float32) if X32 is None else X32) if mixed else X
-    rtol_min = 1e-4 if mixed else 0.0
-    variance = max(np.sum(np.var(Y, axis=0)), np.finfo(float).tiny)
-    floor, coarse = LOSS_FLOOR * 0.5 * variance, (COARSE_LOSS * 0.5 * variance if mixed else 0.0)
-    state = _State(X_cg, Y, gauge(net.pack(A1, b1, A2, b2)), net, activation, loss, alpha, workers)
-    passes = 1
-    if X_cg is not X and state.loss <= coarse:
-        state, passes = _State(X, Y, state.theta, net, activation, loss, alpha, workers), 2
+    # The loss and the gradient run on the CG products' float32 copy of X
+    # (_Memory) until the loss falls below its coarse threshold, then on X.
+    floor = LOSS_FLOOR * 0.5 * data.variance
+    state, passes = data.settle(data.state(gauge(net.pack(A1, b1, A2, b2)), False))
+    passes += 1
     losses, mu, n_cg, it = [state.loss], 1e-3, 0, 0
     converged = state.loss <= floor
     gram, built_at, g, g0, used, n_gram = None, None, None, None, 0, 0
@@ -588,29 +726,29 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
         # per step on 2048, 8192 and 32 q = 14112 rows); PRECONDITION_BALANCE
         # weighs that against the cost of the build.
         n_precondition = _structured_rows(n, d, k, k * k + k + k * m + m) if preconditioner == "structured" else 2048
-    rows = np.sort(rng.choice(n, size=min(n, n_precondition), replace=False))
+    rows = data.sample(n_precondition, rng)
     preconditioner = PRECONDITIONERS[preconditioner]
     weights = net.weights
     while not converged and it < max_iter:
         it += 1
-        X_now = X_cg if state.loss > coarse else X
+        precise = state.loss <= data.coarse
         if g is None:
-            g = _objective_gradient(X_now, state, net, alpha, workers)
+            g = data.gradient(state)
             passes += 1
         if gram is None or (used > refresh_cg and built_at is not state):
-            gram, built_at = preconditioner(X, state, rows, net, ridge), state
+            gram, built_at = data.preconditioner(preconditioner, state, rows, ridge), state
             n_gram += 1
         diag, precondition = gram.diag, gram.damp(mu)
 
         def hvp(v):
-            out = _gn_product(X_cg, state, v, net, workers) / n + mu * diag * v
+            out = data.product(state, v) + mu * diag * v
             return out + ridge * weights * v if alpha else out
 
         # Inexact Newton (Eisenstat and Walker 1996): solve loosely while
         # the gradient is large, tightly near the optimum.
         g_norm = np.linalg.norm(g)
         g0 = g_norm if g0 is None else g0
-        rtol = min(cg_tol, max(np.sqrt(g_norm / g0), rtol_min))
+        rtol = min(cg_tol, max(np.sqrt(g_norm / g0), data.rtol_min))
         delta, residual, used = _pcg(hvp, -g, precondition, max_cg, rtol)
         n_cg += used
         passes += used
@@ -622,17 +760,16 @@ def refine(X, Y, A1, b1, A2, b2, activation, *, loss="squared", alpha=0.0, max_i
         if over > 1:
             rho = -1.0  # outside the trust region: a failed step, without a pass
         else:
-            trial = _State(X_now, Y, gauge(state.theta + delta), net, activation, loss, alpha, workers)
+            trial = data.state(gauge(state.theta + delta), precise)
             passes += 1
             rho = (state.loss - trial.loss) / predicted if predicted > 0 else -1.0
         if rho > 0:
             if project:
-                trial.project_output(Y, net)
+                data.project(trial)
             decrease = state.loss - trial.loss
             state, g = trial, None
-            if X_now is not X and state.loss <= coarse:  # from here on in float64
-                state = _State(X, Y, state.theta, net, activation, loss, alpha, workers)
-                passes += 1
+            state, more = data.settle(state)  # from here on in float64
+            passes += more
             losses.append(state.loss)
             # Nielsen (1999) with a floor of 1/10 (his 1/3 took 11 steps
             # instead of 8 from 0.3 away at d=50, k=10, 8192 rows, seeds 0-5,

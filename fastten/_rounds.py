@@ -240,8 +240,14 @@ def restart(Xr, Yr, A1, b1, A2, b2, activation, ridge, skip, rng, full=None):
 
 
 def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge, rng, on_step, stopped,
-                   rounds, stages, *, alpha=0.0, loss="squared", report=None, X32=None, workers=SERIAL):
+                   rounds, stages, *, alpha=0.0, loss="squared", report=None, X32=None, workers=SERIAL, stream=None):
     """Levenberg-Marquardt rounds on a subsample of rows, then on all rows.
+
+    ``stream`` (``_refine.StreamedRows``), for rows out of core: all the
+    rows, more than the subsample's; (Xs, Y) is then a uniform sample of
+    them in memory, which gives the subsample and the rows its rounds are
+    compared on (as all the rows do in memory), and the round on all rows
+    reads the stream.
 
     ``alpha`` and ``loss`` as in ``_refine.refine``. Restarts between rounds
     (``restart``) are least-squares moves: for the cross-entropy there is
@@ -259,9 +265,11 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
     k, m = A2.shape
     p = d * k + k + k * m + m
     rows = max(SUBSAMPLE_ROWS, SUBSAMPLE_PER_PARAMETER * p)
-    stage_data = [(Xs, Y, X32)]
+    stage_data = [(Xs, Y, X32) if stream is None else (stream, None, None)]
     validation = None
-    if rows < n:
+    if stream is not None and not rows < stream.n:
+        raise ValueError(f"stream: expected more rows than the subsample's {rows}, got {stream.n}")
+    if rows < (n if stream is None else stream.n):
         order = rng.permutation(n)
         keep = np.sort(order[:rows])
         stage_data.insert(0, (Xs[keep], Y[keep], None if X32 is None else X32[keep]))
@@ -272,8 +280,9 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
         validation = (Xs[held], Y[held])
     for index, (Xr, Yr, X32r) in enumerate(stage_data):
         last_stage = index == len(stage_data) - 1
-        rows_r = Xr.shape[0]
-        floor = 1e-12 * np.mean(np.var(Yr, axis=0))
+        streamed = Xr is stream
+        rows_r = stream.n if streamed else Xr.shape[0]
+        floor = 1e-12 * (stream.variance / m if streamed else np.mean(np.var(Yr, axis=0)))
         # Stop a round when a step gains less than 1e-3 of the statistical
         # excess error (about loss * p / rows for least squares): finer
         # optimisation cannot show in the fit (on noisy labels the steps
@@ -285,10 +294,10 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
                               "restart_passes": 0}
         failures = 0
         stage_rounds = 1 if (last_stage and index > 0) or loss != "squared" else n_rounds
-        watch_rows = Xr[::max(1, rows_r // WATCH_ROWS)]
         for round_ in range(stage_rounds):
             callback = on_step
-            if last_stage and round_ < stage_rounds - 1 and rows_r >= p:
+            if last_stage and round_ < stage_rounds - 1 and rows_r >= p:  # (never streamed: one round)
+                watch_rows = Xr[::max(1, rows_r // WATCH_ROWS)]
                 # (Fewer rows than parameters: the network interpolates, and
                 # the crawls measured above are not this regime.)
                 callback = _watch(on_step, watch_rows, activation)
@@ -298,6 +307,9 @@ def refine_network(Xs, Y, A1, b1, A2, b2, activation, max_iter, n_rounds, ridge,
             objective = res.losses[-1]
             if loss != "squared":
                 mse = None
+            elif alpha and streamed:
+                mse = float(np.mean(stream.errors(res.A1, res.b1, res.A2, res.b2)))
+                record["passes"] += 1
             elif alpha:
                 mse = 2 * network_loss(Xr, Yr, res.A1, res.b1, res.A2, res.b2, activation, loss) / m
             else:

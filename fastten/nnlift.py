@@ -46,6 +46,7 @@ from ._one_pass import one_pass
 from ._progress import Progress, check_verbose
 from ._output import softmax_output
 from ._random import check_random_state
+from ._refine import StreamedRows
 from ._rounds import gathered_rows, network_loss, output_loss, refine_network, residual_direction
 from ._dask import DaskSource, is_dask_array
 from ._sources import BLOCK_ROWS, ArraySource, ChunkSource, Mapped, MemmapSource, gather, run_pass
@@ -767,9 +768,14 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress, workers):
     centre = (stats.y_mean - y_mean) / y_scale
     w = streamed_weights(stats, inputs, y_scale, theta_hat, standard)
 
+    def unwhitened(Xb, Yb):
+        """A block standardised per feature (z, before the whitening L) and its labels standardised."""
+        Zb = Xb if standard else inputs.standardise(Xb)
+        return np.ascontiguousarray(Zb, dtype=np.float64), (Yb.reshape(Xb.shape[0], -1) - y_mean) / y_scale
+
     def standardised(Xb, Yb):
-        Xsb = Xb if standard else inputs.transform(Xb)
-        return np.ascontiguousarray(Xsb, dtype=np.float64), (Yb.reshape(Xb.shape[0], -1) - y_mean) / y_scale
+        Zb, Ysb = unwhitened(Xb, Yb)
+        return (Zb if standard else inputs.whiten(Zb)), Ysb
 
     # Out of core the moments' labels are the residual as streamed (no
     # control variate for control_variate="none"); in memory, r_t is the
@@ -788,6 +794,7 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress, workers):
         return Xsb, rb
 
     Z = X32 = None  # X32: the float32 rows, if any, that the refinement's CG products can reuse
+    stream = None  # out of core, beyond the rows gathered in memory: _refine.StreamedRows
     if source is None:
         if standard:
             Xs = X
@@ -836,16 +843,19 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress, workers):
 
         op = DataMoment.from_source(Mapped(source, streamed_moment_rows), r, counter)
         # The stages that need rows rather than sums (the units' scales and
-        # biases, the refinement, the final checks) run on rows gathered in
-        # one pass: all of them when they fit the refinement's two
-        # subsamples, else a uniform sample of that many.
+        # biases, the refinement's subsample, the residual check) run on rows
+        # gathered in one pass: all of them when they fit the refinement's
+        # two subsamples, else a uniform sample of that many, and the
+        # refinement's round on all rows reads the source (StreamedRows).
         limit = gathered_rows(r, k, m)
         picked = None if n <= limit else np.sort(rng.choice(n, size=limit, replace=False))
         Xs, Ys = gather(rows, picked)
         counter.count("gather")
-        if picked is not None:
-            notes.append(f"out of core: the units' scales, the refinement and the final checks used {limit} of the "
-                         f"{n} rows, sampled uniformly; the output layer and the moments used all of them")
+        if picked is not None:  # the whitening goes into the weights
+            stream = StreamedRows(Mapped(source, unwhitened), inputs.L, (Xs, Ys), activation, float(m), opts.alpha)
+            notes.append(f"out of core: the units' scales, the refinement's first stage and the residual check "
+                         f"used {limit} of the {n} rows, sampled uniformly; the moments, the output layer, the "
+                         f"refinement's last stage and the training loss used all of them")
             logger.info("fit: %s", notes[-1])
     y_t = (Ys - centre) @ theta_hat
     fraction = Xs.shape[0] / n
@@ -961,7 +971,8 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress, workers):
         progress.begin_refinement()
         A1, b1, A2, b2 = refine_network(Xs, Ys, A1, b1, A2, b2, activation, opts.max_iter, opts.n_rounds,
                                         opts.ridge, rng, hook, lambda: stopped, rounds, stages, alpha=opts.alpha,
-                                        loss=opts.loss, report=progress.record, X32=X32, workers=workers)
+                                        loss=opts.loss, report=progress.record, X32=X32, workers=workers,
+                                        stream=stream)
         if stopper is not None and stopper.best is not None:
             A1, b1, A2, b2 = stopper.best
         # In passes over all n rows: a pass over the subsample counts rows / n.
@@ -972,17 +983,24 @@ def _fit(X, y, n_hidden, opts, random_state, block_rows, progress, workers):
                  f"(final objective {last['loss']:.3e})", ConvergenceWarning)
     lap("refine")
 
-    # 6. What the data still say.
-    outputs = derivative(activation, Xs @ A1 + b1, 0) @ A2 + b2
-    with np.errstate(over="ignore"):  # inf for labels near float64's limit: an MSE beyond its range
-        mse = float(np.mean(((outputs - Ys) * y_scale) ** 2)) if opts.loss == "squared" else None
-    final_loss = output_loss(outputs, Ys, opts.loss)
-    relative_mse = None
+    # 6. What the data still say: the training loss on every row (a pass
+    # out of core), the residual's moments.
+    if stream is None:
+        outputs = derivative(activation, Xs @ A1 + b1, 0) @ A2 + b2
+        final_loss = output_loss(outputs, Ys, opts.loss)
+        errors = np.mean((outputs - Ys) ** 2, axis=0) if opts.loss == "squared" else None
+    else:
+        errors = stream.errors(A1, b1, A2, b2)
+        final_loss = 0.5 * float(errors.sum())
+    counter.count("training_loss", 1 if stream is not None else fraction)
+    mse = relative_mse = None
     if opts.loss == "squared":
+        with np.errstate(over="ignore"):  # inf for labels near float64's limit: an MSE beyond its range
+            mse = float(np.mean((np.sqrt(errors) * y_scale) ** 2))
         # Training MSE / Var(y), in standardised units (Var(y) = y_scale^2):
         # finite wherever the labels are.
         weight = (y_scale / y_scale.max()) ** 2
-        relative_mse = float(np.mean((outputs - Ys) ** 2 * weight) / np.mean(weight))
+        relative_mse = float(np.mean(errors * weight) / np.mean(weight))
     exact = opts.loss == "squared" and relative_mse <= EXACT_FIT
     structure = None
     if refining and not stopped and opts.loss == "squared" and opts.alpha == 0 and opts.gaussian and not exact:

@@ -195,3 +195,25 @@ def test_memmap_fit_holds_no_per_sample_score_columns(tmp_path):
     # blocks of 16384 rows). 40 MB is below the score columns alone.
     growth, _ = peak_growth_of_fit(tmp_path, 1_000_000, 4, np.float32, 16384)
     assert growth < 40, growth
+
+
+def test_memmap_beyond_the_gathered_rows_refines_on_every_row(tmp_path):
+    # 40000 rows, of which a fit out of core gathers 16384 (the units'
+    # scales, the refinement's subsample); its last refinement stage and the
+    # training loss read all of them from the file. Noise-free labels: the
+    # in-memory fit (which starts its units from all rows) and this one
+    # both reach the planted network, so they agree to the refinement's
+    # convergence, measured 5e-13 of each array's scale; 1e-10 of the
+    # labels' spread leaves two orders of margin.
+    net = make_planted_network(40_000, 8, 2, random_state=1)
+    path = tmp_path / "X.npy"
+    np.save(path, net.X)
+    a = fastten.fit(net.X, net.y, 2, random_state=0, block_rows=ROWS)
+    b = fastten.fit(str(path), net.y, 2, random_state=0, block_rows=ROWS)
+    assert b.diagnostics["rows"] == {"n": 40_000, "in_memory": 16_384}
+    assert b.diagnostics["refinement_stages"][-1]["rows"] == 40_000
+    assert b.diagnostics["data_passes"]["training_loss"] == 1
+    assert b.diagnostics["training_mse"] <= 1e-20 * np.var(net.y)
+    scale = np.std(net.y)
+    for x, z in ((a.A1, b.A1), (a.b1, b.b1), (a.a2, b.a2), (a.b2, b.b2)):
+        assert np.abs(np.asarray(x) - z).max() <= 1e-10 * max(np.abs(x).max(), scale)

@@ -550,3 +550,44 @@ def test_float32_gauss_newton_product_matches_float64(loss, m, d):
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
     assert not np.array_equal(got, expected)  # the float32 path did run
+
+
+@pytest.mark.parametrize("alpha", [0.0, 2.0])
+def test_streamed_rows_refine_as_the_rows_in_memory(alpha):
+    # The same refinement with its rows in memory and read as a stream of
+    # blocks (the passes of fastten.accumulate, the whitening L folded into
+    # the weights): the stream's rows are Z = X L^-1, so Z L = X, and its
+    # sample (the structured preconditioner's rows) is X itself, so the two
+    # draw the same rows. Noisy labels, a start 0.05 from the truth: every
+    # step's loss, gradient and products differ only by the order of the
+    # sums (and the output layer's normal equations against lstsq): the
+    # losses agreed to 1.2e-15 relative and the parameters to 3e-12 of
+    # their largest entry (12 steps with alpha=2, where the flat valley of
+    # the optimum lets rounding move b2 most; measured). 1e-9 leaves more
+    # than two orders of margin, and a wrong L^T (the gradient's map back)
+    # would move them by O(1). L has condition number 4, a whitening's
+    # order; one of 1400 lets rounding grow to 6e-9.
+    from fastten._sources import ArraySource
+    net, (X, Y, A1, b1, A2, b2, activation) = _near_truth()
+    Y = Y + 0.05 * np.random.default_rng(5).standard_normal(Y.shape)
+    L = np.linalg.qr(np.random.default_rng(6).standard_normal((10, 10)))[0] * np.linspace(0.5, 2, 10)
+    Z = np.linalg.solve(L.T, X.T).T
+    stream = _refine.StreamedRows(ArraySource(Z, Y, 1000), L, (X, Y), activation, float(np.var(Y)), alpha)
+    kwargs = dict(max_iter=12, alpha=alpha, preconditioner="structured")
+    a = refine(X, Y, A1, b1, A2, b2, activation, rng=np.random.default_rng(2), **kwargs)
+    b = refine(stream, None, A1, b1, A2, b2, activation, rng=np.random.default_rng(2), **kwargs)
+    assert b.n_iter == a.n_iter > 3 and b.n_passes == a.n_passes
+    np.testing.assert_allclose(b.losses, a.losses, rtol=1e-9)
+    for x, z in zip((b.A1, b.b1, b.A2, b.b2), (a.A1, a.b1, a.A2, a.b2)):
+        np.testing.assert_allclose(x, z, rtol=0, atol=1e-9 * np.abs(z).max())
+
+
+def test_streamed_rows_take_the_structured_preconditioner_and_the_squared_loss_only():
+    from fastten._sources import ArraySource
+    _, (X, Y, A1, b1, A2, b2, activation) = _near_truth()
+    stream = _refine.StreamedRows(ArraySource(X, Y, 1000), np.eye(10), (X, Y), activation, 1.0)
+    with pytest.raises(ValueError, match="rows out of core take 'structured'"):
+        refine(stream, None, A1, b1, A2, b2, activation, preconditioner="block", rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="rows out of core take 'squared'"):
+        refine(stream, None, A1, b1, np.hstack([A2, A2]), np.zeros(2), activation, loss="softmax",
+               rng=np.random.default_rng(0))

@@ -101,13 +101,17 @@ def test_fit_has_the_same_bits_on_one_two_and_three_threads():
 
 
 def test_memmap_fit_has_the_same_bits_on_one_and_two_threads(tmp_path):
-    net = make_planted_network(30_000, 6, 2, random_state=2)
+    # More rows than a fit out of core gathers (16384 here), and noisy
+    # labels: the refinement's last stage takes steps on the stream.
+    net = make_planted_network(30_000, 6, 2, noise=0.1, random_state=2)
     path = tmp_path / "X.npy"
     np.save(path, net.X)
     params = []
     for threads in (1, 2):
         model = fit(str(path), net.y, 2, random_state=3, n_threads=threads, block_rows=5000)
         params.append(np.concatenate([model.A1.ravel(), model.b1, np.ravel(model.a2), np.ravel(model.b2)]))
+        last = model.diagnostics["refinement_stages"][-1]
+        assert last["rows"] == 30_000 and last["iterations"] > 0
     assert np.array_equal(params[0], params[1])
 
 
