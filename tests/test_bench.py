@@ -480,20 +480,23 @@ def test_scale_tiny_run_prints_the_table_and_writes_the_json(tmp_path):
 # python -m bench onepass
 # ----------------------------------------------------------------------------
 
-def test_onepass_tiny_run_prints_the_table():
-    result = run_bench("onepass", "--n", "20000", "--d", "6", "--k", "2", "--seeds", "1")
+def test_onepass_tiny_run_writes_the_table(tmp_path):
+    result = run_bench("onepass", "--n", "20000", "--d", "6", "--k", "2", "--seeds", "1", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    lines = [line for line in result.stdout.splitlines() if line.startswith("| 0 |")]
-    assert [line.split("|")[2].strip() for line in lines] == ["multi-pass", "one pass",
-                                                             "one pass, no full-space step"]
-    passes = [float(line.split("|")[3]) for line in lines]
-    assert passes[0] > 10 and passes[1:] == [1, 1]
+    records = [json.loads(line) for line in (tmp_path / "onepass.jsonl").read_text().splitlines()]
+    fits = [r for r in records if r.get("kind") != "run"]
+    assert [r["mode"] for r in fits] == ["multi-pass", "one pass", "one pass, no full-space step"]
+    assert fits[0]["passes"] > 10 and [r["passes"] for r in fits[1:]] == [1, 1]
     # 2 planted units in 6 dimensions, noise-free: both fits refine to the
     # planted network (the recovery bench's exact bar).
-    for line in lines[:2]:
-        assert float(line.split("|")[6]) >= 0.9999 and float(line.split("|")[7]) <= 1e-6
+    for r in fits[:2]:
+        assert r["refined"][0] >= 0.9999 and r["refined"][1] <= 1e-6
+    assert fits[2]["refined"] is None
+    table = (tmp_path / "onepass.md").read_text()
+    assert "noise-free" in table and table.count("| 0 ") == 3
 
 
-def test_onepass_usage_error_exits_2():
-    result = run_bench("onepass", "--seeds", "0")
-    assert result.returncode == 2 and "--seeds" in result.stderr and "Traceback" not in result.stderr
+@pytest.mark.parametrize("args, name", [(("--seeds", "0"), "--seeds"), (("--noise", "-1"), "--noise")])
+def test_onepass_usage_error_exits_2(args, name):
+    result = run_bench("onepass", *args)
+    assert result.returncode == 2 and name in result.stderr and "Traceback" not in result.stderr
