@@ -119,9 +119,9 @@ def _split_columns(M, indices):
     return np.ascontiguousarray(M[:, keep]), (y[:, 0] if len(indices) == 1 else y), keep
 
 
-def _load_npy(path):
+def _load_npy(path, mmap_mode=None):
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except Exception as exc:  # numpy's parser raises many types for a foreign or truncated file
@@ -130,6 +130,16 @@ def _load_npy(path):
         arr.close()
         raise DataError(f"{path}: expected a .npy array, got an .npz archive (name it .npz)")
     return arr
+
+
+def open_features(path):
+    """Features X (n, d) of a ``.npy`` file, memory-mapped read-only and not
+    read: its shape and dtype checked here, its values by ``fastten.fit``
+    block by block as it reads them."""
+    check_suffix(path, (".npy",), "data")
+    X = _load_npy(path, mmap_mode="r")
+    _check_matrix(X, path)
+    return X
 
 
 def read_labels(path):

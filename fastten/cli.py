@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 
 from . import __version__
-from ._io import OUTPUT_SUFFIXES, DataError, check_suffix, read_data, read_labels, write_table
+from ._io import OUTPUT_SUFFIXES, DataError, Table, check_suffix, open_features, read_data, read_labels, write_table
 from .activations import ACTIVATIONS
 from .decomposition import METHODS
 from .network import FORMAT, TwoLayerNet
@@ -60,6 +60,15 @@ def _threads(text):
 
 def _read_training_data(args):
     numeric = args.task != "classification"
+    if args.out_of_core:
+        if args.labels is None or args.label_column:
+            raise CommandError("--out-of-core: expected the labels from --labels FILE.npy (the features' file is "
+                               "read block by block, so it cannot hold them)")
+        table = Table(open_features(args.data), read_labels(args.labels))
+        if table.y.shape[0] != table.X.shape[0]:
+            raise CommandError(f"--labels: expected {table.X.shape[0]} labels (one per row of {args.data}), "
+                               f"got {table.y.shape[0]} in {args.labels}")
+        return table
     if args.labels is not None:
         if args.label_column:
             raise CommandError("--labels and --label-column: expected one source of labels, got both")
@@ -121,7 +130,8 @@ def _cmd_fit(args, out):
                 refine=args.refine, alpha=args.alpha, early_stopping=args.early_stopping,
                 validation_fraction=args.validation_fraction, n_iter_no_change=args.n_iter_no_change,
                 ridge=args.ridge, max_iter=args.max_iter, n_rounds=args.n_rounds, random_state=args.random_state,
-                n_threads=args.threads, blas_threads=args.blas_threads, verbose=min(args.verbose, 2))
+                n_threads=args.threads, blas_threads=args.blas_threads, verbose=min(args.verbose, 2),
+                one_pass=args.one_pass, block_rows=args.block_rows)
     seconds = time.perf_counter() - start
     model.save(args.output)
     for line in _fit_summary(model, table, seconds, args.output):
@@ -346,6 +356,14 @@ def _parser():
                               "does not depend on it)")
     options.add_argument("--blas-threads", type=_threads, default=1, metavar="N",
                          help="BLAS threads during the fit, or 'none' to leave BLAS alone (default: 1)")
+    large = p.add_argument_group("data larger than memory (docs/api.md, 'Data out of core')")
+    large.add_argument("--out-of-core", action="store_true",
+                       help="DATA is a .npy file of features, memory-mapped and read block by block in each pass "
+                            "(labels from --labels FILE.npy; regression, the options out of core supports)")
+    large.add_argument("--one-pass", action="store_true",
+                       help="read the rows once (fit's one_pass=True): for a stream that cannot be replayed")
+    large.add_argument("--block-rows", type=int, default=65_536, metavar="N",
+                       help="rows per block of the data passes (default: 65536)")
     p.set_defaults(run=_cmd_fit)
 
     p = commands.add_parser(

@@ -98,6 +98,40 @@ def test_fit_reads_every_format_and_matches_the_api(data, capsys, source):
     np.testing.assert_array_equal(model.a2, expected.a2)
 
 
+@pytest.mark.parametrize("one_pass", [False, True])
+def test_fit_out_of_core_matches_the_api(data, capsys, one_pass):
+    # The features' file memory-mapped (fit on a memmap): the network of the
+    # in-memory fit up to rounding (out of core the same accumulators read
+    # the same blocks: docs/api.md, "Data out of core"), or the one-pass fit.
+    out_path = data["root"] / f"out-of-core-{one_pass}.npz"
+    code, out, err = run(capsys, "fit", data["X.npy"], "--labels", data["y.npy"], "--out-of-core", "-k", K,
+                         "-o", out_path, "--random-state", 0, "--block-rows", 256, *(["--one-pass"] * one_pass))
+    assert code == 0, err
+    assert f"fitted {K} sigmoid units to {N} rows x {D} features" in out
+    model = TwoLayerNet.load(out_path)
+    expected = fit(data["X"], data["y"], K, random_state=0, block_rows=256, one_pass=one_pass)
+    assert model.diagnostics["data_passes"].get("gather") == (None if one_pass else 1)
+    for name in ("A1", "b1", "a2", "b2"):
+        np.testing.assert_allclose(getattr(model, name), getattr(expected, name), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--label-column", "0"], ["--out-of-core: expected the labels from --labels FILE.npy"]),
+    (["--task", "classification"], ["task: 'classification' needs the data in memory"]),
+])
+def test_fit_out_of_core_refusals_one_line(data, capsys, argv, fragments):
+    labels = [] if "--label-column" in argv else ["--labels", data["y.npy"]]
+    code, _, err = run(capsys, "fit", data["X.npy"], *labels, "--out-of-core", "-k", K, "-o",
+                       data["root"] / "refused.npz", *argv)
+    assert_one_line_error(code, err, *fragments)
+
+
+def test_fit_out_of_core_needs_an_npy_file(data, capsys):
+    code, _, err = run(capsys, "fit", data["csv"], "--labels", data["y.npy"], "--out-of-core", "-k", K, "-o",
+                       data["root"] / "refused.npz")
+    assert_one_line_error(code, err, "expected a data file ending in .npy")
+
+
 def test_fit_passes_the_options(data, capsys):
     out_path = data["root"] / "options.npz"
     code, _, err = run(capsys, "fit", data["npz"], "-k", 3, "-o", out_path, "--activation", "tanh", "--no-refine",
