@@ -1292,12 +1292,15 @@ class NetworkLoss(_Network):
         Returns
         -------
         A2 : numpy.ndarray, shape (k, m)
+            The output weights.
         b2 : numpy.ndarray, shape (m,)
+            The output intercepts.
         loss : float
-            The loss with that output layer (plus the penalty ridge / 2
-            |A2|^2), from the normal equations as the loss of the network's
-            own output layer minus the exact decrease ``(c - c*)^T H (c -
-            c*) / (2 n)`` (no cancellation against |Y|^2), at least 0.
+            The loss with that output layer plus the penalty ``ridge / 2``
+            times the sum of A2's squares: the loss of the network's own
+            output layer c minus the exact decrease ``(c - c*)^T H (c - c*)
+            / (2 n)`` to the new one c* (no cancellation against the labels'
+            squares), at least 0.
         """
         if self.n == 0:
             super().result()
@@ -1309,17 +1312,24 @@ class NetworkLoss(_Network):
 
 
 class GradientResult:
-    """The result of :class:`NetworkGradient`.
+    """What :class:`NetworkGradient` returns: a network's loss and its gradient.
 
-    Attributes
+    The arguments are stored as attributes of the same names.
+
+    Parameters
     ----------
     n : int
         The rows.
     loss : float
         ``sum |F - Y|^2 / (2 n)``.
-    A1, b1, A2, b2 : numpy.ndarray
-        The loss's gradient in each parameter (the shapes of the network's,
-        A2 (k, m) and b2 (m,)).
+    A1 : numpy.ndarray, shape (d, k)
+        The loss's gradient in the first-layer weights.
+    b1 : numpy.ndarray, shape (k,)
+        Its gradient in the first-layer biases.
+    A2 : numpy.ndarray, shape (k, m)
+        Its gradient in the output weights.
+    b2 : numpy.ndarray, shape (m,)
+        Its gradient in the output intercepts.
     slope_gram : numpy.ndarray, shape (k, k)
         ``D^T D / n``, D the units' slopes sigma'(X A1 + b1): the
         Gauss-Newton matrix's weights off the span of A1 for Gaussian inputs
@@ -1336,7 +1346,25 @@ class NetworkGradient(_Network):
 
     The gradient of ``sum |sigma(X A1 + b1) A2 + b2 - Y|^2 / (2 n)`` in
     (A1, b1, A2, b2), and the slopes' Gram matrix: the refinement's
-    gradient pass. Parameters and errors as :class:`NetworkLoss`.
+    gradient pass. ``result()`` returns a :class:`GradientResult`.
+
+    Parameters
+    ----------
+    A1 : array_like, shape (d, k)
+        First-layer weights, one hidden unit per column.
+    b1 : array_like, shape (k,)
+        First-layer biases.
+    A2 : array_like, shape (k, m) or (k,)
+        Output weights; labels need m columns (1-D labels for m = 1).
+    b2 : array_like, shape (m,)
+        Output intercepts.
+    activation : str or Activation
+        The activation sigma.
+
+    Raises
+    ------
+    ValueError
+        As :class:`NetworkLoss`.
     """
 
     def _start(self):
