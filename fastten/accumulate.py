@@ -1188,8 +1188,10 @@ def gauss_newton_sums(X, S, D, A2, V, P=None):
     """Sums over the rows of J^T J v (J^T H J v with softmax probabilities
     P), v = V = (VA1 (d, k), vb1, VA2 (k, m), vb2): the kernels
     ``gn_product_acc`` and ``gn_softmax_product_acc`` on rows X, activations
-    S and slopes D (float64, C-contiguous). VA1 is cast to X's dtype."""
+    S and slopes D (float64, C-contiguous). VA1 is cast to X's dtype, and X
+    copied to C order if it is not (the kernel is compiled for C order)."""
     VA, vb1, VA2, vb2 = V
+    X = np.ascontiguousarray(X)
     d, k = VA.shape
     m = A2.shape[1]
     out = (np.zeros((d, k)), np.zeros(k), np.zeros((k, m)), np.zeros(m))
